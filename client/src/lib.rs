@@ -1,0 +1,1 @@
+//! A typed async Rust client for exec-server over stdio or WebSocket (not written yet).

@@ -1,0 +1,23 @@
+//! Wire types of the exec-server protocol, version 1: JSON-RPC 2.0 params, results and
+//! notifications, their names, the error codes, and the JSON Schema bundle derived from them.
+//!
+//! This crate depends on serde, serde_json, schemars and base64 only, so a program
+//! that needs just the wire types pulls in no runtime, transport or terminal code.
+
+mod bundle;
+mod bytes;
+mod examples;
+mod names;
+mod table;
+mod types;
+
+pub use bundle::{SCHEMA_DIALECT, schema_bundle, schema_bundle_text};
+pub use bytes::Base64Bytes;
+pub use examples::{ExampleKind, ExampleMessage, examples};
+pub use names::{ErrorCode, method, notification};
+pub use table::{
+    Direction, Example, Initialize, Initialized, Method, Notification, ProcessCloseStdin,
+    ProcessClosed, ProcessExited, ProcessList, ProcessOutput, ProcessRead, ProcessResize, ProcessSignal,
+    ProcessStart, ProcessTerminate, ProcessWrite, TableVisitor, WireType, method_names, visit,
+};
+pub use types::*;

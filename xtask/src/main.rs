@@ -1,0 +1,3 @@
+//! `cargo xtask`: schema generation and drift check, ci, bench.
+
+fn main() {}
