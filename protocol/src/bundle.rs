@@ -79,7 +79,8 @@ pub fn schema_bundle() -> Value {
         server: Map::new(),
     };
     visit(&mut build);
-    let defs = build.generator.take_definitions(true);
+    let mut defs = Value::Object(build.generator.take_definitions(true));
+    wrap_annotated_refs(&mut defs);
 
     let names = |map: &Map<String, Value>| map.keys().cloned().collect::<Vec<_>>();
     let error_codes: Map<String, Value> = ErrorCode::ALL
@@ -121,6 +122,26 @@ pub fn schema_bundle() -> Value {
         "x-errorCodes": error_codes,
         "$defs": defs,
     })
+}
+
+/// Rewrites `{"$ref": R, "description": D}` as `{"allOf": [{"$ref": R}], "description": D}`.
+///
+/// The two mean the same, but TypeScript generators turn a `$ref` with sibling
+/// keywords into a fresh alias per field (`Base64Bytes1`, `Base64Bytes2`, …),
+/// while the `allOf` form keeps the one named type and the field's description.
+fn wrap_annotated_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if map.len() > 1
+                && let Some(reference) = map.remove("$ref")
+            {
+                map.insert("allOf".to_owned(), json!([{ "$ref": reference }]));
+            }
+            map.values_mut().for_each(wrap_annotated_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(wrap_annotated_refs),
+        _ => {}
+    }
 }
 
 /// The schema bundle as the committed file holds it: pretty JSON with a final newline.

@@ -39,14 +39,21 @@ impl Example for ProcessStartParams {
     fn example() -> Self {
         ProcessStartParams {
             process_id: "p1".into(),
-            argv: vec!["sh".into(), "-c".into(), "echo hi; echo oops >&2; exit 7".into()],
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo hi; echo oops >&2; exit 7".into(),
+            ],
             cwd: "/tmp".into(),
             env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
             inherit_env: false,
             tty: true,
             pipe_stdin: false,
             arg0: Some("sh".into()),
-            size: Some(TerminalSize { rows: 40, cols: 120 }),
+            size: Some(TerminalSize {
+                rows: 40,
+                cols: 120,
+            }),
         }
     }
 }
@@ -292,8 +299,10 @@ pub fn examples() -> Vec<ExampleMessage> {
     struct Collect(Vec<ExampleMessage>);
     impl TableVisitor for Collect {
         fn method<M: Method>(&mut self) {
-            self.0.push(example::<M::Params>(M::NAME, ExampleKind::Params));
-            self.0.push(example::<M::Result>(M::NAME, ExampleKind::Result));
+            self.0
+                .push(example::<M::Params>(M::NAME, ExampleKind::Params));
+            self.0
+                .push(example::<M::Result>(M::NAME, ExampleKind::Result));
         }
         fn notification<N: Notification>(&mut self) {
             let _ = N::DIRECTION;

@@ -17,7 +17,8 @@ pub use examples::{ExampleKind, ExampleMessage, examples};
 pub use names::{ErrorCode, method, notification};
 pub use table::{
     Direction, Example, Initialize, Initialized, Method, Notification, ProcessCloseStdin,
-    ProcessClosed, ProcessExited, ProcessList, ProcessOutput, ProcessRead, ProcessResize, ProcessSignal,
-    ProcessStart, ProcessTerminate, ProcessWrite, TableVisitor, WireType, method_names, visit,
+    ProcessClosed, ProcessExited, ProcessList, ProcessOutput, ProcessRead, ProcessResize,
+    ProcessSignal, ProcessStart, ProcessTerminate, ProcessWrite, TableVisitor, WireType,
+    method_names, visit,
 };
 pub use types::*;

@@ -11,8 +11,14 @@ use crate::names::{method, notification};
 use crate::types::*;
 
 /// A type that travels on the wire: serde both ways, a JSON Schema, and an example value.
-pub trait WireType: Serialize + DeserializeOwned + JsonSchema + Example + Send + Sync + 'static {}
-impl<T: Serialize + DeserializeOwned + JsonSchema + Example + Send + Sync + 'static> WireType for T {}
+pub trait WireType:
+    Serialize + DeserializeOwned + JsonSchema + Example + Send + Sync + 'static
+{
+}
+impl<T: Serialize + DeserializeOwned + JsonSchema + Example + Send + Sync + 'static> WireType
+    for T
+{
+}
 
 /// A typical value of a wire type, used for the example messages and their tests.
 pub trait Example {

@@ -25,6 +25,10 @@ pub const DEFAULT_COLS: u16 = 80;
 /// Maximum length of a `processId`, in bytes.
 pub const MAX_PROCESS_ID_BYTES: usize = 256;
 
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
 fn default_grace_ms() -> u64 {
     DEFAULT_GRACE_MS
 }
@@ -207,13 +211,13 @@ pub struct ProcessStartParams {
     /// The child's environment (exactly, unless `inheritEnv`).
     pub env: BTreeMap<String, String>,
     /// `true`: the server's own environment with `env` laid over it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub inherit_env: bool,
     /// Run under a new pseudo-terminal.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub tty: bool,
     /// For non-tty processes: keep stdin open for `process/write` (otherwise it is `/dev/null`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub pipe_stdin: bool,
     /// The value the child sees as `argv[0]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,8 +279,10 @@ pub struct ProcessReadResult {
     /// Whether the process has exited.
     pub exited: bool,
     /// The exit code (128 + n for signal n), once exited.
+    #[schemars(required, extend("type" = ["integer", "null"]))]
     pub exit_code: Option<i32>,
     /// The name of the signal that ended the process, if one did.
+    #[schemars(required, extend("type" = ["string", "null"]))]
     pub signal: Option<String>,
     /// Whether the process has exited and every output stream reached end-of-file.
     pub closed: bool,
@@ -285,6 +291,7 @@ pub struct ProcessReadResult {
     /// All output bytes of this process evicted from retention so far.
     pub evicted_bytes: u64,
     /// Always `null` from the server; a client library fills it when its transport is lost.
+    #[schemars(required, extend("type" = ["string", "null"]))]
     pub failure: Option<String>,
 }
 
@@ -405,8 +412,10 @@ pub struct ProcessInfo {
     /// Whether it has exited.
     pub exited: bool,
     /// The exit code (128 + n for signal n), once exited.
+    #[schemars(required, extend("type" = ["integer", "null"]))]
     pub exit_code: Option<i32>,
     /// The name of the signal that ended it, if one did.
+    #[schemars(required, extend("type" = ["string", "null"]))]
     pub signal: Option<String>,
     /// Whether it has exited and every output stream reached end-of-file.
     pub closed: bool,
@@ -449,6 +458,7 @@ pub struct ProcessExitedNotification {
     /// The exit status, or 128 + the signal number when a signal ended it.
     pub exit_code: i32,
     /// The name of the signal that ended it (`"SIGKILL"`), or `null`.
+    #[schemars(required, extend("type" = ["string", "null"]))]
     pub signal: Option<String>,
 }
 
