@@ -124,8 +124,13 @@ fn schema(root: &Path, check: bool) -> Result<()> {
         eprintln!("schema is up to date");
         Ok(())
     } else {
+        let verb = if stale.len() == 1 {
+            "differs"
+        } else {
+            "differ"
+        };
         bail!(
-            "{} differ(s) from the protocol types; run `{FIX}` and commit the result",
+            "{} {verb} from a fresh generation from the protocol types; run `{FIX}` and commit the result",
             stale.join(" and ")
         )
     }
