@@ -1,0 +1,41 @@
+//! The one error type of core, and its mapping to the SPEC's JSON-RPC error codes.
+
+use exec_server_protocol::ErrorCode;
+
+/// The one error enum of core. [`Error::code`] is the single place that maps to SPEC codes;
+/// `Display` is the JSON-RPC error message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// -32602: a params value the method refuses (empty argv, relative cwd, NUL byte, ...).
+    #[error("{0}")]
+    InvalidParams(String),
+    /// -32600: duplicate `processId`, resize of a process without a tty.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// -32000: the OS refused to start the program; the message carries the OS error text.
+    #[error("{0}")]
+    SpawnFailed(String),
+    /// -32001: a configured limit was reached; the message names the limit.
+    #[error("{0}")]
+    LimitReached(String),
+    /// -32004: unknown `processId`.
+    #[error("{0}")]
+    ProcessNotFound(String),
+    /// -32603: a server fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The JSON-RPC error code of this error (SPEC section 3).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidParams(_) => ErrorCode::InvalidParams,
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::SpawnFailed(_) => ErrorCode::SpawnFailed,
+            Error::LimitReached(_) => ErrorCode::LimitReached,
+            Error::ProcessNotFound(_) => ErrorCode::ProcessNotFound,
+            Error::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+}
