@@ -1,1 +1,22 @@
 //! JSON-RPC method dispatch shared by the stdio and WebSocket transports: the handshake state of a connection, the session registry, and the mapping of core errors to wire errors.
+//!
+//! A transport owns the framing. For every inbound message it calls
+//! [`Connection::handle`] in the order the messages arrived, and it writes every
+//! string it receives from the connection's [`Outbound`] queue as one message.
+//! Responses and flat notifications share that one bounded queue, which is what
+//! orders a `process/start` response before the process's first notification and
+//! what turns a slow reader into backpressure on the child's output.
+
+mod config;
+mod connection;
+mod error;
+mod methods;
+mod random;
+mod registry;
+mod sink;
+
+pub use config::{DEFAULT_OUTBOUND_QUEUE, RpcConfig, SERVER_NAME};
+pub use connection::{Connection, Outbound};
+pub use error::Error;
+pub use methods::Server;
+pub use random::random_hex;

@@ -1,0 +1,83 @@
+//! The errors of the dispatch and their JSON-RPC error objects: the one place a wire error is built.
+
+use exec_server_protocol::ErrorCode;
+use jsonrpsee_types::ErrorObjectOwned;
+
+/// An error answered to a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A process operation failed in core; its code comes from `exec_server_core::Error::code`.
+    #[error(transparent)]
+    Core(#[from] exec_server_core::Error),
+    /// The message is not valid JSON.
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// Not a JSON-RPC request, or the handshake order was broken.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No method has this name.
+    #[error("method not found: {0}")]
+    MethodNotFound(String),
+    /// The params do not match the method's params type.
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    /// A configured limit was reached (the message names it).
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    /// `resumeSessionId` names no live session.
+    #[error("session not found: {0}")]
+    SessionNotFound(String),
+    /// A server fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The SPEC error code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Core(e) => e.code(),
+            Error::Parse(_) => ErrorCode::ParseError,
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::MethodNotFound(_) => ErrorCode::MethodNotFound,
+            Error::InvalidParams(_) => ErrorCode::InvalidParams,
+            Error::LimitReached(_) => ErrorCode::LimitReached,
+            Error::SessionNotFound(_) => ErrorCode::SessionNotFound,
+            Error::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
+    /// The JSON-RPC error object: the SPEC code and this error's text as `message`.
+    pub fn to_error_object(&self) -> ErrorObjectOwned {
+        ErrorObjectOwned::owned(self.code().code(), self.to_string(), None::<()>)
+    }
+}
+
+impl From<Error> for ErrorObjectOwned {
+    fn from(e: Error) -> Self {
+        e.to_error_object()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_spec_table() {
+        let cases = [
+            (Error::Parse("x".into()), -32700),
+            (Error::InvalidRequest("x".into()), -32600),
+            (Error::MethodNotFound("x".into()), -32601),
+            (Error::InvalidParams("x".into()), -32602),
+            (Error::Internal("x".into()), -32603),
+            (Error::LimitReached("x".into()), -32001),
+            (Error::SessionNotFound("x".into()), -32010),
+        ];
+        for (e, code) in cases {
+            let obj = e.to_error_object();
+            assert_eq!(obj.code(), code);
+            assert_eq!(obj.message(), e.to_string());
+        }
+    }
+}

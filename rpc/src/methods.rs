@@ -1,0 +1,217 @@
+//! The method table of the server as a jsonrpsee `RpcModule`, one typed handler per protocol method.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use exec_server_core::Session;
+use exec_server_protocol::{
+    Initialize, Method, ProcessCloseStdin, ProcessList, ProcessRead, ProcessResize, ProcessSignal,
+    ProcessStart, ProcessTerminate, ProcessWrite,
+};
+use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
+use jsonrpsee_types::{ErrorObjectOwned, Params};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::connection::{Connection, ConnectionShared, Outbound};
+use crate::registry::Registry;
+use crate::{Error, RpcConfig};
+
+/// Put into a call's extensions once the handshake is complete: the connection's session.
+#[derive(Clone)]
+pub(crate) struct SessionExt(pub(crate) Arc<Session>);
+
+/// Put into the extensions of an `initialize` call: the connection being initialized.
+#[derive(Clone)]
+pub(crate) struct InitExt(pub(crate) Arc<ConnectionShared>);
+
+/// Parses `params` into the method's params type; absent params count as `{}`.
+fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
+    serde_json::from_str(params.as_str().unwrap_or("{}"))
+        .map_err(|e| Error::InvalidParams(e.to_string()))
+}
+
+fn session(ext: &Extensions) -> Result<Arc<Session>, Error> {
+    ext.get::<SessionExt>()
+        .map(|s| s.0.clone())
+        .ok_or_else(|| Error::Internal("call dispatched without a session".into()))
+}
+
+/// Registers `M` as a synchronous method: it runs on the connection's read loop,
+/// so such calls reach core in the order the requests were received.
+fn sync_method<M, F>(module: &mut RpcModule<()>, f: F) -> Result<(), Error>
+where
+    M: Method,
+    M::Result: Clone,
+    F: Fn(&Session, M::Params) -> Result<M::Result, Error> + Send + Sync + 'static,
+{
+    module
+        .register_method(M::NAME, move |params, _, ext| {
+            let session = session(ext)?;
+            f(&session, parse(&params)?)
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Registers `M` as an asynchronous method: each call runs in its own task, so a long
+/// call never delays another request.
+fn async_method<M, F, Fut>(module: &mut RpcModule<()>, f: F) -> Result<(), Error>
+where
+    M: Method,
+    M::Result: Clone,
+    F: Fn(Arc<Session>, M::Params) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<M::Result, Error>> + Send,
+{
+    module
+        .register_async_method(M::NAME, move |params, _, ext| {
+            let f = f.clone();
+            async move {
+                let session = session(&ext)?;
+                f(session, parse(&params)?).await
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Builds the method table: one entry per method of `exec_server_protocol::visit`.
+pub(crate) fn build_methods() -> Result<Methods, Error> {
+    let mut module = RpcModule::new(());
+
+    module
+        .register_method(Initialize::NAME, |params, _, ext| {
+            let conn = ext.get::<InitExt>().ok_or_else(|| {
+                Error::Internal("initialize dispatched without its connection".into())
+            })?;
+            conn.0.initialize(parse(&params))
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+
+    // process/start: the response carries a completion notifier; the `Started` gate of
+    // core is dropped only once the response is queued ahead of any notification.
+    module
+        .register_async_method(ProcessStart::NAME, |params, _, ext| async move {
+            let started = match session(&ext) {
+                Ok(session) => match parse(&params) {
+                    Ok(p) => session.start(p).await.map_err(Error::from),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(started) => {
+                    let (payload, written) =
+                        ResponsePayload::success(started.result.clone()).notify_on_completion();
+                    tokio::spawn(async move {
+                        // Resolves when the response was queued, or when the connection is gone.
+                        let _ = written.await;
+                        started.release();
+                    });
+                    payload
+                }
+                Err(e) => ResponsePayload::error(ErrorObjectOwned::from(e)),
+            }
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+
+    async_method::<ProcessRead, _, _>(&mut module, |session, p| async move {
+        session.read(p).await.map_err(Error::from)
+    })?;
+    sync_method::<ProcessWrite, _>(&mut module, |session, p| {
+        session.write(p).map_err(Error::from)
+    })?;
+    sync_method::<ProcessCloseStdin, _>(&mut module, |session, p| Ok(session.close_stdin(p)))?;
+    sync_method::<ProcessSignal, _>(&mut module, |session, p| Ok(session.signal(p)))?;
+    sync_method::<ProcessResize, _>(&mut module, |session, p| {
+        session.resize(p).map_err(Error::from)
+    })?;
+    sync_method::<ProcessTerminate, _>(&mut module, |session, p| Ok(session.terminate(p)))?;
+    sync_method::<ProcessList, _>(&mut module, |session, _p| Ok(session.list()))?;
+
+    Ok(module.into())
+}
+
+/// The dispatch of one server: its method table, its sessions and its configuration.
+pub struct Server {
+    methods: Methods,
+    registry: Arc<Registry>,
+    config: RpcConfig,
+    next_connection: AtomicU64,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("sessions", &self.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server with no session yet.
+    pub fn new(config: RpcConfig) -> Result<Arc<Server>, Error> {
+        Ok(Arc::new(Server {
+            methods: build_methods()?,
+            registry: Registry::new(config.session.clone(), config.session_ttl),
+            config,
+            next_connection: AtomicU64::new(1),
+        }))
+    }
+
+    /// The configuration this server was built with.
+    pub fn config(&self) -> &RpcConfig {
+        &self.config
+    }
+
+    /// The names of every method the dispatch registers.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        self.methods.method_names().collect()
+    }
+
+    /// The number of live sessions (attached or detached).
+    pub fn session_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Opens a connection: the transport feeds it inbound messages and writes out what
+    /// its [`Outbound`] queue yields.
+    pub fn connect(self: &Arc<Self>) -> (Connection, Outbound) {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.config.outbound_queue.max(1));
+        let shared = ConnectionShared::new(id, self.clone(), tx);
+        (Connection::new(shared), Outbound::new(rx))
+    }
+
+    /// Refuses new sessions and shuts every session down: every process is terminated
+    /// and every child reaped.
+    pub async fn shutdown(&self) {
+        self.registry.shutdown().await;
+    }
+
+    pub(crate) fn methods(&self) -> &Methods {
+        &self.methods
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn dispatch_registers_exactly_the_protocol_methods() {
+        let methods = build_methods().unwrap();
+        let registered: BTreeSet<&str> = methods.method_names().collect();
+        let table: BTreeSet<&str> = exec_server_protocol::method_names().into_iter().collect();
+        assert_eq!(registered, table);
+        assert_eq!(registered.len(), exec_server_protocol::method_names().len());
+    }
+}
