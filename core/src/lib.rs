@@ -3,7 +3,11 @@
 mod config;
 mod error;
 mod event;
+mod process;
 mod session;
+mod sink;
+mod spawn;
+mod sys;
 
 pub use config::SessionConfig;
 pub use error::Error;

@@ -1,13 +1,21 @@
 //! The session: owns the processes of one client and implements the `process/*` methods.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use exec_server_protocol::*;
 
+use crate::process::{LaunchParams, Process, lock};
+use crate::sink::SinkHub;
+use crate::spawn;
+use crate::sys;
 use crate::{Error, EventSink, SessionConfig};
 
 /// Returned by [`Session::start`]. While it is alive, no event of that process is
 /// pushed (nor its output read); dropping it (or [`Started::release`]) lets them flow.
+/// A transport drops it once the start response has been written, so the response
+/// always precedes the process's first notification.
 pub struct Started {
     /// The `process/start` result.
     pub result: ProcessStartResult,
@@ -19,76 +27,330 @@ impl Started {
     pub fn release(self) {}
 }
 
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("result", &self.result)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Slot {
+    /// Id reserved while the spawn is under way.
+    Starting,
+    Live(Arc<Process>),
+}
+
+struct Registry {
+    map: HashMap<String, Slot>,
+    next_order: u64,
+    shut_down: bool,
+}
+
+/// State shared by the session and its processes' tasks.
+pub(crate) struct Shared {
+    config: SessionConfig,
+    registry: Mutex<Registry>,
+    hub: Arc<SinkHub>,
+}
+
+impl Shared {
+    /// Forget `proc` after the closed-retention time (if it is still the one under its id).
+    pub(crate) fn schedule_forget(self: &Arc<Self>, proc: &Arc<Process>) {
+        let weak = Arc::downgrade(self);
+        let proc = Arc::downgrade(proc);
+        let after = self.config.retain_closed;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let (Some(shared), Some(proc)) = (weak.upgrade(), proc.upgrade()) else {
+                return;
+            };
+            let mut reg = lock(&shared.registry);
+            if let Some(Slot::Live(p)) = reg.map.get(&proc.id)
+                && Arc::ptr_eq(p, &proc)
+            {
+                reg.map.remove(&proc.id);
+            }
+        });
+    }
+}
+
+/// Removes a `Starting` reservation unless the start completed.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    id: Option<String>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut reg = lock(&self.shared.registry);
+            if matches!(reg.map.get(&id), Some(Slot::Starting)) {
+                reg.map.remove(&id);
+            }
+        }
+    }
+}
+
+enum Lookup {
+    Missing,
+    Starting,
+    Live(Arc<Process>),
+}
+
 /// The processes of one client, with their events, retention and sink.
 pub struct Session {
-    _config: SessionConfig,
+    shared: Arc<Shared>,
 }
 
 impl Session {
     /// A new session with these limits. Must be called inside a tokio runtime.
     pub fn new(config: SessionConfig) -> Arc<Session> {
-        Arc::new(Session { _config: config })
+        Arc::new(Session {
+            shared: Arc::new(Shared {
+                config,
+                registry: Mutex::new(Registry {
+                    map: HashMap::new(),
+                    next_order: 0,
+                    shut_down: false,
+                }),
+                hub: Arc::new(SinkHub::new()),
+            }),
+        })
+    }
+
+    fn lookup(&self, id: &str) -> Lookup {
+        match lock(&self.shared.registry).map.get(id) {
+            None => Lookup::Missing,
+            Some(Slot::Starting) => Lookup::Starting,
+            Some(Slot::Live(p)) => Lookup::Live(p.clone()),
+        }
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<Process>> {
+        match self.lookup(id) {
+            Lookup::Live(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn not_found(id: &str) -> Error {
+        Error::ProcessNotFound(format!("unknown processId {id:?}"))
     }
 
     /// `process/start`.
     pub async fn start(&self, params: ProcessStartParams) -> Result<Started, Error> {
-        Err(Error::Internal(format!(
-            "not implemented: {}",
-            params.process_id
-        )))
+        spawn::validate(&params)?;
+        let order = {
+            let mut reg = lock(&self.shared.registry);
+            if reg.shut_down {
+                return Err(Error::InvalidRequest("the session is shut down".into()));
+            }
+            if reg.map.contains_key(&params.process_id) {
+                return Err(Error::InvalidRequest(format!(
+                    "processId {:?} is already in use",
+                    params.process_id
+                )));
+            }
+            if reg.map.len() >= self.shared.config.max_processes {
+                return Err(Error::LimitReached(format!(
+                    "processes per session limit ({}) reached",
+                    self.shared.config.max_processes
+                )));
+            }
+            reg.map.insert(params.process_id.clone(), Slot::Starting);
+            reg.next_order += 1;
+            reg.next_order
+        };
+        let mut reservation = Reservation {
+            shared: &self.shared,
+            id: Some(params.process_id.clone()),
+        };
+        let spawned = spawn::spawn(&params)?;
+        let pid = spawned.pid;
+        let gate = tokio::sync::watch::Sender::new(());
+        let proc = Process::launch(
+            LaunchParams {
+                id: params.process_id.clone(),
+                argv: params.argv,
+                order,
+                retain_bytes: self.shared.config.retain_bytes,
+                max_pending_stdin: self.shared.config.max_pending_stdin_bytes,
+                hub: self.shared.hub.clone(),
+                session: Arc::downgrade(&self.shared),
+            },
+            spawned,
+            &gate,
+        );
+        {
+            let mut reg = lock(&self.shared.registry);
+            reg.map
+                .insert(params.process_id.clone(), Slot::Live(proc.clone()));
+            reservation.id = None;
+            if reg.shut_down {
+                // shutdown() ran while we spawned: this child must not outlive it.
+                drop(reg);
+                proc.terminate(Duration::from_millis(DEFAULT_GRACE_MS));
+            }
+        }
+        Ok(Started {
+            result: ProcessStartResult {
+                process_id: params.process_id,
+                pid,
+            },
+            _gate: gate,
+        })
     }
 
     /// `process/read`: long poll without lost wake-ups; `waitMs` capped at [`MAX_WAIT_MS`].
     pub async fn read(&self, params: ProcessReadParams) -> Result<ProcessReadResult, Error> {
-        Err(Error::ProcessNotFound(params.process_id))
+        let proc = self
+            .live(&params.process_id)
+            .ok_or_else(|| Self::not_found(&params.process_id))?;
+        let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Subscribe before checking: a change after the check still wakes us.
+            let mut rx = proc.subscribe();
+            if proc.ready(params.after_seq) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(proc.read(params.after_seq, params.max_bytes))
     }
 
     /// `process/write`: synchronous enqueue, so writes reach stdin in the order of these calls.
-    pub fn write(&self, _params: ProcessWriteParams) -> Result<ProcessWriteResult, Error> {
-        Ok(ProcessWriteResult {
-            status: WriteStatus::UnknownProcess,
-        })
+    /// Unknown process: status `unknownProcess`; still starting: status `starting`.
+    pub fn write(&self, params: ProcessWriteParams) -> Result<ProcessWriteResult, Error> {
+        let status = match self.lookup(&params.process_id) {
+            Lookup::Missing => WriteStatus::UnknownProcess,
+            Lookup::Starting => WriteStatus::Starting,
+            Lookup::Live(p) => p.write(&params.chunk, params.write_id)?,
+        };
+        Ok(ProcessWriteResult { status })
     }
 
-    /// `process/closeStdin`.
-    pub fn close_stdin(&self, _params: ProcessCloseStdinParams) -> ProcessCloseStdinResult {
-        ProcessCloseStdinResult {
-            status: WriteStatus::UnknownProcess,
-        }
+    /// `process/closeStdin`: a pipe is closed after pending writes; a tty gets its EOF character.
+    pub fn close_stdin(&self, params: ProcessCloseStdinParams) -> ProcessCloseStdinResult {
+        let status = match self.lookup(&params.process_id) {
+            Lookup::Missing => WriteStatus::UnknownProcess,
+            Lookup::Starting => WriteStatus::Starting,
+            Lookup::Live(p) => p.close_stdin(),
+        };
+        ProcessCloseStdinResult { status }
     }
 
-    /// `process/signal`.
-    pub fn signal(&self, _params: ProcessSignalParams) -> ProcessSignalResult {
-        ProcessSignalResult { delivered: false }
+    /// `process/signal`: to the process group (a tty's foreground group).
+    pub fn signal(&self, params: ProcessSignalParams) -> ProcessSignalResult {
+        let delivered = self
+            .live(&params.process_id)
+            .is_some_and(|p| p.signal(sys::signal_number(params.signal)));
+        ProcessSignalResult { delivered }
     }
 
     /// `process/resize`.
     pub fn resize(&self, params: ProcessResizeParams) -> Result<ProcessResizeResult, Error> {
-        Err(Error::ProcessNotFound(params.process_id))
+        let proc = self
+            .live(&params.process_id)
+            .ok_or_else(|| Self::not_found(&params.process_id))?;
+        spawn::check_size(params.rows, params.cols)?;
+        proc.resize(params.rows, params.cols)?;
+        Ok(ProcessResizeResult {})
     }
 
-    /// `process/terminate`: answers at once; SIGTERM, then SIGKILL after `graceMs`, runs in the background.
-    pub fn terminate(&self, _params: ProcessTerminateParams) -> ProcessTerminateResult {
-        ProcessTerminateResult { running: false }
+    /// `process/terminate`: answers at once; SIGTERM, then SIGKILL after `graceMs`, runs in
+    /// the background.
+    pub fn terminate(&self, params: ProcessTerminateParams) -> ProcessTerminateResult {
+        let running = self
+            .live(&params.process_id)
+            .is_some_and(|p| p.terminate(Duration::from_millis(params.grace_ms)));
+        ProcessTerminateResult { running }
     }
 
-    /// `process/list`.
+    /// `process/list`: every process the session retains, in start order.
     pub fn list(&self) -> ProcessListResult {
+        let mut procs: Vec<Arc<Process>> = lock(&self.shared.registry)
+            .map
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(p) => Some(p.clone()),
+                Slot::Starting => None,
+            })
+            .collect();
+        procs.sort_by_key(|p| p.order);
         ProcessListResult {
-            processes: Vec::new(),
+            processes: procs.iter().map(|p| p.info()).collect(),
         }
     }
 
     /// Attach a sink (replacing any previous one): pushes resume with the next new event.
-    pub fn attach(&self, _sink: Arc<dyn EventSink>) {}
+    pub fn attach(&self, sink: Arc<dyn EventSink>) {
+        self.shared.hub.set(Some(sink));
+    }
 
     /// Detach: events go to retention only; output keeps being read.
-    pub fn detach(&self) {}
+    pub fn detach(&self) {
+        self.shared.hub.set(None);
+    }
 
     /// Terminate every process with the default grace and wait until every child is
     /// reaped (bounded by an internal deadline). Idempotent.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        let procs: Vec<Arc<Process>> = {
+            let mut reg = lock(&self.shared.registry);
+            reg.shut_down = true;
+            reg.map
+                .values()
+                .filter_map(|s| match s {
+                    Slot::Live(p) => Some(p.clone()),
+                    Slot::Starting => None,
+                })
+                .collect()
+        };
+        let grace = Duration::from_millis(DEFAULT_GRACE_MS);
+        for p in &procs {
+            if !p.is_reaped() || !p.is_closed() {
+                p.terminate(grace);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+        for p in &procs {
+            if tokio::time::timeout_at(deadline, p.wait_reaped())
+                .await
+                .is_err()
+            {
+                tracing::warn!(process_id = %p.id, pid = p.pid, "child not reaped by the shutdown deadline");
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Dropping a session without shutdown must not leave children behind.
+        let procs: Vec<Arc<Process>> = lock(&self.shared.registry)
+            .map
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(p) => Some(p.clone()),
+                Slot::Starting => None,
+            })
+            .collect();
+        for p in procs {
+            if !p.is_reaped() {
+                p.kill_now();
+            }
+        }
+    }
 }
 
 /// Raise RLIMIT_NOFILE's soft limit to the hard limit (1000 processes need ~3000 fds).
-pub fn raise_fd_limit() {}
+pub fn raise_fd_limit() {
+    sys::raise_fd_limit();
+}

@@ -1,0 +1,299 @@
+//! Validating `process/start` params and spawning the child, with pipes or under a new pty.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use exec_server_protocol::{MAX_PROCESS_ID_BYTES, ProcessStartParams, Stream, TerminalSize};
+use portable_pty::{MasterPty, PtySize};
+use tokio::io::unix::AsyncFd;
+use tokio::process::{Child, Command};
+
+use crate::Error;
+use crate::sys;
+
+/// A non-blocking fd registered with tokio's reactor, shared by the tasks that use it.
+pub(crate) type SharedFd = Arc<AsyncFd<OwnedFd>>;
+
+/// A freshly spawned child and the parent's ends of its stdio.
+pub(crate) struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    /// Output streams to read until end-of-file.
+    pub outputs: Vec<(Stream, SharedFd)>,
+    /// Where `process/write` bytes go (pipe or pty master), if stdin is writable.
+    pub stdin: Option<SharedFd>,
+    /// The pty master (for resize), when the child runs under a tty.
+    pub pty: Option<Pty>,
+}
+
+/// The parent's side of a pseudo-terminal.
+pub(crate) struct Pty {
+    /// portable-pty's master, used to resize.
+    pub master: Box<dyn MasterPty + Send>,
+    /// Our non-blocking duplicate of the master, for reading, writing and tcgetpgrp.
+    pub fd: SharedFd,
+}
+
+/// Check every params value the method refuses with -32602.
+pub(crate) fn validate(p: &ProcessStartParams) -> Result<(), Error> {
+    let invalid = |m: String| Err(Error::InvalidParams(m));
+    if p.process_id.is_empty() || p.process_id.len() > MAX_PROCESS_ID_BYTES {
+        return invalid(format!(
+            "processId must be 1 to {MAX_PROCESS_ID_BYTES} bytes, got {}",
+            p.process_id.len()
+        ));
+    }
+    if p.argv.is_empty() {
+        return invalid("argv must not be empty".into());
+    }
+    if p.argv[0].is_empty() {
+        return invalid("argv[0] must not be empty".into());
+    }
+    if let Some(i) = p.argv.iter().position(|a| a.contains('\0')) {
+        return invalid(format!("argv[{i}] contains a NUL byte"));
+    }
+    if p.arg0.as_deref().is_some_and(|a| a.contains('\0')) {
+        return invalid("arg0 contains a NUL byte".into());
+    }
+    if p.cwd.contains('\0') {
+        return invalid("cwd contains a NUL byte".into());
+    }
+    if !Path::new(&p.cwd).is_absolute() {
+        return invalid(format!("cwd must be an absolute path, got {:?}", p.cwd));
+    }
+    for (k, v) in &p.env {
+        if k.is_empty() {
+            return invalid("env has an empty variable name".into());
+        }
+        if k.contains('=') {
+            return invalid(format!("env name {k:?} contains '='"));
+        }
+        if k.contains('\0') || v.contains('\0') {
+            return invalid(format!("env variable {k:?} contains a NUL byte"));
+        }
+    }
+    if let Some(size) = p.size {
+        check_size(size.rows, size.cols)?;
+    }
+    Ok(())
+}
+
+/// Rows and columns must both be at least 1.
+pub(crate) fn check_size(rows: u16, cols: u16) -> Result<(), Error> {
+    if rows == 0 || cols == 0 {
+        return Err(Error::InvalidParams(format!(
+            "rows and cols must be at least 1, got {rows}x{cols}"
+        )));
+    }
+    Ok(())
+}
+
+fn spawn_failed(what: &str, err: impl std::fmt::Display) -> Error {
+    Error::SpawnFailed(format!("{what}: {err}"))
+}
+
+/// The child's environment: exactly `env`, or the server's own with `env` laid over it.
+fn child_env(p: &ProcessStartParams) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = if p.inherit_env {
+        std::env::vars_os().collect()
+    } else {
+        BTreeMap::new()
+    };
+    for (k, v) in &p.env {
+        env.insert(k.into(), v.into());
+    }
+    env
+}
+
+/// Find `name` (no `/`) in `path_var` as execvp would; errors carry the OS text.
+fn lookup_program(name: &str, path_var: &OsString, cwd: &Path) -> Result<PathBuf, io::Error> {
+    let mut denied = false;
+    for dir in path_var.as_bytes().split(|b| *b == b':') {
+        let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        let candidate = if dir.as_os_str().is_empty() {
+            cwd.join(name)
+        } else if dir.is_relative() {
+            cwd.join(dir).join(name)
+        } else {
+            dir.join(name)
+        };
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() => {
+                let c = CString::new(candidate.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                match sys::is_executable(&c) {
+                    Ok(()) => return Ok(candidate),
+                    Err(_) => denied = true,
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(io::Error::from_raw_os_error(if denied {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
+}
+
+/// Spawn the child described by validated `p`.
+pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
+    let cwd = PathBuf::from(&p.cwd);
+    match std::fs::metadata(&cwd) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(spawn_failed(
+                &format!("cwd {:?}", p.cwd),
+                io::Error::from_raw_os_error(libc::ENOTDIR),
+            ));
+        }
+        Err(e) => return Err(spawn_failed(&format!("cwd {:?}", p.cwd), e)),
+    }
+    let env = child_env(p);
+    let argv0 = &p.argv[0];
+    let program = if argv0.contains('/') {
+        cwd.join(argv0)
+    } else {
+        let path_var = env
+            .get(std::ffi::OsStr::new("PATH"))
+            .cloned()
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        lookup_program(argv0, &path_var, &cwd).map_err(|e| spawn_failed(argv0, e))?
+    };
+
+    let mut cmd = Command::new(&program);
+    cmd.arg0(p.arg0.as_deref().unwrap_or(argv0))
+        .args(&p.argv[1..])
+        .env_clear()
+        .envs(&env)
+        .current_dir(&cwd)
+        .kill_on_drop(false);
+
+    if p.tty {
+        spawn_tty(cmd, p.size.unwrap_or_default(), argv0)
+    } else {
+        spawn_pipes(cmd, p.pipe_stdin, argv0)
+    }
+}
+
+fn register(fd: OwnedFd) -> Result<SharedFd, Error> {
+    sys::set_nonblocking(&fd).map_err(|e| Error::Internal(format!("fcntl: {e}")))?;
+    // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
+    unsafe { AsyncFd::register(fd) }
+        .map(Arc::new)
+        .map_err(|e| Error::Internal(format!("registering an fd with the reactor: {e}")))
+}
+
+fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawned, Error> {
+    cmd.stdin(if pipe_stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| spawn_failed(argv0, e))?;
+    drop(cmd);
+    let pid = child.id().unwrap_or(0);
+    let internal = |e: io::Error| Error::Internal(format!("child stdio: {e}"));
+    let mut outputs = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        outputs.push((
+            Stream::Stdout,
+            register(out.into_owned_fd().map_err(internal)?)?,
+        ));
+    }
+    if let Some(err) = child.stderr.take() {
+        outputs.push((
+            Stream::Stderr,
+            register(err.into_owned_fd().map_err(internal)?)?,
+        ));
+    }
+    let stdin = match child.stdin.take() {
+        Some(s) => Some(register(s.into_owned_fd().map_err(internal)?)?),
+        None => None,
+    };
+    Ok(Spawned {
+        child,
+        pid,
+        outputs,
+        stdin,
+        pty: None,
+    })
+}
+
+fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawned, Error> {
+    let pty_err = |e: &dyn std::fmt::Display| Error::SpawnFailed(format!("opening a pty: {e}"));
+    let pair = portable_pty::native_pty_system()
+        .openpty(PtySize {
+            rows: size.rows,
+            cols: size.cols,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .map_err(|e| pty_err(&e))?;
+    let master = pair.master;
+    let raw_master = master
+        .as_raw_fd()
+        .ok_or_else(|| Error::Internal("pty master has no fd".into()))?;
+    let slave_path = master
+        .tty_name()
+        .ok_or_else(|| Error::Internal("pty slave has no name".into()))?;
+    // Our own slave fd (close-on-exec, not our controlling terminal); portable-pty's copy goes now.
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&slave_path)
+        .map_err(|e| pty_err(&e))?
+        .into();
+    drop(pair.slave);
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own, or -1.
+    let dup = unsafe { libc::fcntl(raw_master, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(pty_err(&io::Error::last_os_error()));
+    }
+    // SAFETY: dup is a fresh fd owned by nobody else.
+    let master_fd = unsafe { OwnedFd::from_raw_fd(dup) };
+
+    let dup_slave = |s: &OwnedFd| s.try_clone().map_err(|e| pty_err(&e));
+    cmd.stdin(Stdio::from(dup_slave(&slave)?))
+        .stdout(Stdio::from(dup_slave(&slave)?))
+        .stderr(Stdio::from(slave));
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (setsid, ioctl).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            #[allow(clippy::useless_conversion)]
+            if libc::ioctl(0, libc::TIOCSCTTY.into(), 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| spawn_failed(argv0, e));
+    // The Command holds the parent's slave copies: drop them, or EOF never comes.
+    drop(cmd);
+    let child = child?;
+    let pid = child.id().unwrap_or(0);
+    let fd = register(master_fd)?;
+    Ok(Spawned {
+        child,
+        pid,
+        outputs: vec![(Stream::Pty, fd.clone())],
+        stdin: Some(fd.clone()),
+        pty: Some(Pty { master, fd }),
+    })
+}
