@@ -1,0 +1,37 @@
+//! Settings of the WebSocket server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::Auth;
+
+/// Settings of the WebSocket server (the dispatch's own limits live in `RpcConfig`).
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Token authentication, or none (loopback only).
+    pub auth: Auth,
+    /// Origins allowed to connect; any other `Origin` header is refused with 403.
+    pub allowed_origins: Vec<String>,
+    /// Maximum number of simultaneous WebSocket connections.
+    pub max_connections: usize,
+    /// Interval between pings to a connection.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl WsConfig {
+    /// Defaults for everything but the address and the authentication.
+    pub fn new(listen: SocketAddr, auth: Auth) -> Self {
+        WsConfig {
+            listen,
+            auth,
+            allowed_origins: Vec::new(),
+            max_connections: 256,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
