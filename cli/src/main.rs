@@ -1,6 +1,240 @@
-//! The `exec-server` binary.
+//! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use exec_server_core::SessionConfig;
+use exec_server_rpc::{RpcConfig, Server};
+use exec_server_ws::{Auth, WsConfig, WsServer};
+
+/// Run programs for a remote client and stream their output (JSON-RPC 2.0).
+#[derive(Debug, Parser)]
+#[command(name = "exec-server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the protocol until stdin ends (stdio) or SIGTERM/SIGINT; every child is
+    /// terminated and reaped before exiting 0.
+    Serve(Box<ServeArgs>),
+}
+
+/// Options of `exec-server serve`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where to serve: `stdio` (newline-delimited JSON on stdin/stdout) or
+    /// `ws://HOST:PORT` (port 0 = any free port). With WebSocket the server prints one
+    /// line on stdout: the URL to connect to, token included.
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:0",
+        value_name = "stdio|ws://HOST:PORT"
+    )]
+    listen: String,
+
+    /// Read the WebSocket token from this file (surrounding whitespace is trimmed).
+    /// Otherwise the EXEC_SERVER_TOKEN environment variable is used, or a random
+    /// 128-bit token is generated and printed in the URL.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+
+    /// Allow WebSocket upgrades carrying this `Origin` header (repeatable); requests
+    /// with any other Origin are refused with 403.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+
+    /// Serve WebSocket without a token. Refused unless the address is loopback.
+    #[arg(long)]
+    insecure_no_auth: bool,
+
+    /// Largest message accepted or sent, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    max_message_bytes: usize,
+
+    /// Maximum simultaneous WebSocket connections.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_connections: usize,
+
+    /// Maximum processes retained per session.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_processes: usize,
+
+    /// Output retained per process for `process/read`, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    retain_bytes: usize,
+
+    /// How long a closed process stays retained, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    retain_closed_ms: u64,
+
+    /// How long a detached session lives before its processes are terminated, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    session_ttl_ms: u64,
+
+    /// Ceiling of `waitMs` of `process/read`, in milliseconds (at most 300000).
+    #[arg(long, default_value_t = exec_server_protocol::MAX_WAIT_MS, value_name = "MS")]
+    max_wait_ms: u64,
+
+    /// Stdin bytes queued but not yet written, per process.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    max_pending_stdin_bytes: usize,
+
+    /// Messages queued per connection before the server stops reading process output
+    /// for it (backpressure); each holds at most one 64 KiB output chunk.
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE, value_name = "N")]
+    outbound_queue: usize,
+
+    /// Interval between WebSocket pings, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    ping_interval_ms: u64,
+
+    /// Drop a WebSocket peer heard nothing from (not even a pong) for this long, in milliseconds.
+    #[arg(long, default_value_t = 90_000, value_name = "MS")]
+    idle_timeout_ms: u64,
+
+    /// Log level or filter for the logs on stderr (e.g. `info`, `debug`, `exec_server_ws=debug`).
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    log_level: String,
+}
+
+/// Where `serve` listens.
+#[derive(Debug)]
+enum Listen {
+    Stdio,
+    Ws(SocketAddr),
+}
+
+fn parse_listen(s: &str) -> anyhow::Result<Listen> {
+    if s == "stdio" {
+        return Ok(Listen::Stdio);
+    }
+    let Some(rest) = s.strip_prefix("ws://") else {
+        bail!("--listen must be `stdio` or `ws://HOST:PORT`, not {s:?}");
+    };
+    let hostport = rest.trim_end_matches('/');
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {s:?}: cannot resolve {hostport:?}"))?
+        .next()
+        .with_context(|| format!("--listen {s:?}: {hostport:?} resolves to no address"))?;
+    Ok(Listen::Ws(addr))
+}
+
+fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
+    if args.insecure_no_auth {
+        return Ok(Auth::Disabled);
+    }
+    let token = if let Some(path) = &args.token_file {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --token-file {}", path.display()))?
+            .trim()
+            .to_owned()
+    } else if let Ok(token) = std::env::var("EXEC_SERVER_TOKEN") {
+        token.trim().to_owned()
+    } else {
+        exec_server_rpc::random_hex(16).context("cannot generate a token from /dev/urandom")?
+    };
+    if token.is_empty() {
+        bail!("the token is empty (check --token-file or EXEC_SERVER_TOKEN)");
+    }
+    Ok(Auth::Token(token))
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; serving until input ends");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listen = parse_listen(&args.listen)?;
+    let rpc_config = RpcConfig {
+        session: SessionConfig {
+            retain_bytes: args.retain_bytes,
+            retain_closed: Duration::from_millis(args.retain_closed_ms),
+            max_processes: args.max_processes,
+            max_pending_stdin_bytes: args.max_pending_stdin_bytes,
+        },
+        session_ttl: Duration::from_millis(args.session_ttl_ms),
+        max_message_bytes: args.max_message_bytes,
+        outbound_queue: args.outbound_queue,
+        max_wait: Duration::from_millis(args.max_wait_ms.min(exec_server_protocol::MAX_WAIT_MS)),
+    };
+    let rpc = Server::new(rpc_config).context("cannot build the dispatch")?;
+    match listen {
+        Listen::Stdio => {
+            exec_server_stdio::serve_stdio(rpc, termination()).await?;
+        }
+        Listen::Ws(addr) => {
+            let mut config = WsConfig::new(addr, auth(&args)?);
+            config.allowed_origins = args.allow_origin.clone();
+            config.max_connections = args.max_connections;
+            config.ping_interval = Duration::from_millis(args.ping_interval_ms.max(1));
+            config.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
+            let server = WsServer::bind(config, rpc).await?;
+            {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{}", server.url()).context("cannot write the URL to stdout")?;
+                stdout.flush().context("cannot write the URL to stdout")?;
+            }
+            tracing::info!(addr = %server.local_addr(), "listening");
+            server.run(termination()).await;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("bad --log-level {filter:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    Ok(())
+}
 
 fn main() {
-    eprintln!("exec-server: serving is not implemented yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => init_logging(&args.log_level).and_then(|()| {
+            exec_server_core::raise_fd_limit();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")
+                .and_then(|runtime| runtime.block_on(serve(*args)))
+        }),
+    };
+    match result {
+        // Exit at once: a blocking read of stdin must not hold the process open.
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("exec-server: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }

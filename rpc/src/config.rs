@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use exec_server_core::SessionConfig;
+use exec_server_protocol::MAX_WAIT_MS;
 
 /// The `serverName` reported by `initialize`.
 pub const SERVER_NAME: &str = "exec-server";
@@ -24,6 +25,8 @@ pub struct RpcConfig {
     pub max_message_bytes: usize,
     /// Depth of each connection's outbound queue, in messages.
     pub outbound_queue: usize,
+    /// Ceiling of `waitMs` of `process/read` (at most the protocol's 300 s).
+    pub max_wait: Duration,
 }
 
 impl Default for RpcConfig {
@@ -33,6 +36,7 @@ impl Default for RpcConfig {
             session_ttl: Duration::from_secs(30),
             max_message_bytes: 16 * 1024 * 1024,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            max_wait: Duration::from_millis(MAX_WAIT_MS),
         }
     }
 }

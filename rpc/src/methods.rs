@@ -77,8 +77,9 @@ where
 }
 
 /// Builds the method table: one entry per method of `exec_server_protocol::visit`.
-pub(crate) fn build_methods() -> Result<Methods, Error> {
+pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
     let mut module = RpcModule::new(());
+    let max_wait_ms = u64::try_from(config.max_wait.as_millis()).unwrap_or(u64::MAX);
 
     module
         .register_method(Initialize::NAME, |params, _, ext| {
@@ -116,7 +117,8 @@ pub(crate) fn build_methods() -> Result<Methods, Error> {
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
 
-    async_method::<ProcessRead, _, _>(&mut module, |session, p| async move {
+    async_method::<ProcessRead, _, _>(&mut module, move |session, mut p| async move {
+        p.wait_ms = p.wait_ms.min(max_wait_ms);
         session.read(p).await.map_err(Error::from)
     })?;
     sync_method::<ProcessWrite, _>(&mut module, |session, p| {
@@ -154,7 +156,7 @@ impl Server {
     /// A server with no session yet.
     pub fn new(config: RpcConfig) -> Result<Arc<Server>, Error> {
         Ok(Arc::new(Server {
-            methods: build_methods()?,
+            methods: build_methods(&config)?,
             registry: Registry::new(config.session.clone(), config.session_ttl),
             config,
             next_connection: AtomicU64::new(1),
@@ -208,7 +210,7 @@ mod tests {
 
     #[test]
     fn dispatch_registers_exactly_the_protocol_methods() {
-        let methods = build_methods().unwrap();
+        let methods = build_methods(&RpcConfig::default()).unwrap();
         let registered: BTreeSet<&str> = methods.method_names().collect();
         let table: BTreeSet<&str> = exec_server_protocol::method_names().into_iter().collect();
         assert_eq!(registered, table);
