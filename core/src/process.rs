@@ -230,6 +230,7 @@ impl Process {
 
     async fn emit_output(&self, em: &mut Emitter, stream: Stream, bytes: Arc<[u8]>) {
         let chunk = Base64Bytes::from_shared(bytes);
+        em.sink.refresh();
         let seq = {
             let mut st = lock(&self.state);
             let seq = st.take_seq();
@@ -294,6 +295,7 @@ impl Process {
     async fn emit_exit(self: &Arc<Self>, exit_code: i32, signal: Option<String>) {
         let mut em = self.emitter.lock().await;
         self.drain_streams(&mut em).await;
+        em.sink.refresh();
         let seq = {
             let mut st = lock(&self.state);
             st.exit = Some((exit_code, signal.clone()));
@@ -317,6 +319,7 @@ impl Process {
             return;
         }
         em.closed = true;
+        em.sink.refresh();
         let seq = {
             let mut st = lock(&self.state);
             st.closed = true;
@@ -501,6 +504,19 @@ impl Process {
     pub(crate) async fn wait_reaped(&self) {
         let mut rx = self.reaped.subscribe();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Wait until the `exited` event has been recorded (it may wait on a full sink).
+    pub(crate) async fn wait_exit_recorded(&self) {
+        loop {
+            let mut rx = self.subscribe();
+            if lock(&self.state).exit.is_some() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     // ------------------------------------------------------------ signals

@@ -328,6 +328,10 @@ impl Session {
                 tracing::warn!(process_id = %p.id, pid = p.pid, "child not reaped by the shutdown deadline");
             }
         }
+        // Best effort: let the exit be recorded too, so `list` shows it (a full sink may delay it).
+        for p in &procs {
+            let _ = tokio::time::timeout_at(deadline, p.wait_exit_recorded()).await;
+        }
     }
 }
 

@@ -52,14 +52,20 @@ impl SinkCache {
         }
     }
 
-    /// Push `event` to the current sink, waiting for room; a failed sink is dropped
-    /// until the next attach.
-    pub(crate) async fn push(&mut self, event: Event) {
+    /// Pick up an attach or detach. Called before an event becomes visible in retention,
+    /// so an event a reader could already see is never pushed to a sink attached later
+    /// ("pushes resume with the next new event").
+    pub(crate) fn refresh(&mut self) {
         if self.hub.generation.load(Ordering::Acquire) != self.generation {
             let (generation, sink) = self.hub.snapshot();
             self.generation = generation;
             self.sink = sink;
         }
+    }
+
+    /// Push `event` to the sink chosen by the last [`SinkCache::refresh`], waiting for
+    /// room; a failed sink is dropped until the next attach.
+    pub(crate) async fn push(&mut self, event: Event) {
         if let Some(sink) = &self.sink
             && sink.send(event).await.is_err()
         {

@@ -201,6 +201,13 @@ fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawne
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
+    // SAFETY: reset_signal_dispositions only calls sigaction, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            reset_signal_dispositions();
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| spawn_failed(argv0, e))?;
     drop(cmd);
     let pid = child.id().unwrap_or(0);
@@ -273,6 +280,7 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
     // async-signal-safe functions (setsid, ioctl).
     unsafe {
         cmd.pre_exec(|| {
+            reset_signal_dispositions();
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -296,4 +304,22 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
         stdin: Some(fd.clone()),
         pty: Some(Pty { master, fd }),
     })
+}
+
+/// In the forked child: every signal back to its default action, so a child of a server
+/// that was started with SIGINT ignored (a background job) still dies of SIGINT.
+fn reset_signal_dispositions() {
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction with SIG_DFL and an empty mask is async-signal-safe and valid
+        // for every catchable signal; errors (invalid numbers) are ignored.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
 }
