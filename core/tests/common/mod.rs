@@ -1,6 +1,6 @@
 //! Helpers shared by core's integration tests: params builders, a channel sink, deadline-bounded reads.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,66 @@
+//! Scale test: 1000 concurrent processes in one session, with a bounded thread count.
+//! In its own test binary so no other test's threads are counted.
+
+mod common;
+
+use common::*;
+use exec_server_core::{Session, SessionConfig, raise_fd_limit};
+use exec_server_protocol::*;
+
+const N: usize = 1000;
+const MAX_THREADS: usize = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
+    raise_fd_limit();
+    let s = Session::new(SessionConfig::default());
+    let mut pids = Vec::with_capacity(N);
+    for i in 0..N {
+        let r = start(&s, params(&format!("sleep-{i}"), &["sleep", "1000"])).await;
+        pids.push(r.pid);
+        if i % 100 == 0 {
+            assert!(thread_count() < MAX_THREADS, "threads: {}", thread_count());
+        }
+    }
+    assert!(thread_count() < MAX_THREADS, "threads: {}", thread_count());
+
+    let listed = s.list().processes;
+    assert_eq!(listed.len(), N);
+    for (i, info) in listed.iter().enumerate() {
+        assert_eq!(
+            info,
+            &ProcessInfo {
+                process_id: format!("sleep-{i}"),
+                pid: pids[i],
+                argv: vec!["sleep".into(), "1000".into()],
+                tty: false,
+                exited: false,
+                exit_code: None,
+                signal: None,
+                closed: false,
+                next_seq: 1,
+            }
+        );
+    }
+
+    for i in 0..N {
+        let r = s.terminate(ProcessTerminateParams {
+            process_id: format!("sleep-{i}"),
+            grace_ms: 1000,
+        });
+        assert!(r.running, "sleep-{i}");
+    }
+    for i in 0..N {
+        let (_, last) = read_until_closed(&s, &format!("sleep-{i}")).await;
+        assert_eq!(
+            (last.exit_code, last.signal.as_deref(), last.next_seq),
+            (Some(143), Some("SIGTERM"), 3)
+        );
+        if i % 100 == 0 {
+            assert!(thread_count() < MAX_THREADS, "threads: {}", thread_count());
+        }
+    }
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert!(s.list().processes.iter().all(|p| p.closed));
+    tokio::time::timeout(DEADLINE, s.shutdown()).await.unwrap();
+}
