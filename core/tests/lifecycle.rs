@@ -172,6 +172,7 @@ async fn long_poll_returns_when_output_arrives() {
 }
 
 fn write(s: &Session, id: &str, bytes: &str, write_id: Option<&str>) -> WriteStatus {
+    #[allow(clippy::unwrap_used)]
     s.write(ProcessWriteParams {
         process_id: id.into(),
         chunk: bytes.into(),
@@ -613,11 +614,12 @@ async fn spawn_errors_carry_the_os_text_and_never_fall_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_params_are_refused_before_spawning() {
     let s = session();
-    let mut cases: Vec<ProcessStartParams> = Vec::new();
-    cases.push(params("", &["true"]));
-    cases.push(params(&"x".repeat(257), &["true"]));
-    cases.push(params("x", &[]));
-    cases.push(params("x", &["tr\0ue"]));
+    let mut cases: Vec<ProcessStartParams> = vec![
+        params("", &["true"]),
+        params(&"x".repeat(257), &["true"]),
+        params("x", &[]),
+        params("x", &["tr\0ue"]),
+    ];
     let mut p = params("x", &["true"]);
     p.cwd = "relative/dir".into();
     cases.push(p);
