@@ -169,11 +169,13 @@ impl Process {
             None => (None, None),
         };
         let pending_stdin = Arc::new(AtomicUsize::new(0));
-        let stdin_tx = stdin.map(|fd| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(write_stdin(fd, rx, pending_stdin.clone()));
-            tx
-        });
+        let (stdin_tx, stdin_task) = match stdin {
+            Some(fd) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some((fd, rx)))
+            }
+            None => (None, None),
+        };
         let proc = Arc::new(Process {
             id: lp.id,
             pid,
@@ -223,6 +225,14 @@ impl Process {
             tokio::spawn(read_stream(proc.clone(), index, fd, gate.subscribe()));
         }
         tokio::spawn(wait_exit(proc.clone(), gate.subscribe()));
+        if let Some((fd, rx)) = stdin_task {
+            tokio::spawn(write_stdin(
+                fd,
+                rx,
+                proc.pending_stdin.clone(),
+                Arc::downgrade(&proc),
+            ));
+        }
         proc
     }
 
@@ -685,6 +695,7 @@ async fn write_stdin(
     fd: SharedFd,
     mut rx: mpsc::UnboundedReceiver<Arc<[u8]>>,
     pending: Arc<AtomicUsize>,
+    proc: Weak<Process>,
 ) {
     let mut broken = false;
     while let Some(data) = rx.recv().await {
@@ -705,6 +716,13 @@ async fn write_stdin(
             }
         }
         pending.fetch_sub(data.len(), Ordering::AcqRel);
+        if broken {
+            // The reader is gone (EPIPE) or the terminal hung up: later writes answer
+            // stdinClosed instead of vanishing.
+            if let Some(proc) = proc.upgrade() {
+                lock(&proc.ctl).stdin = None;
+            }
+        }
     }
 }
 
