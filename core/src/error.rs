@@ -39,3 +39,30 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_maps_to_its_spec_code_and_displays_its_message() {
+        let cases = [
+            (Error::InvalidParams("a".into()), -32602),
+            (Error::InvalidRequest("b".into()), -32600),
+            (Error::SpawnFailed("c".into()), -32000),
+            (Error::LimitReached("d".into()), -32001),
+            (Error::ProcessNotFound("e".into()), -32004),
+            (Error::Internal("f".into()), -32603),
+        ];
+        let got: Vec<(i32, String)> = cases
+            .iter()
+            .map(|(e, _)| (e.code().code(), e.to_string()))
+            .collect();
+        let want: Vec<(i32, String)> = cases
+            .iter()
+            .zip(["a", "b", "c", "d", "e", "f"])
+            .map(|((_, code), msg)| (*code, msg.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+}

@@ -197,3 +197,30 @@ pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 pub(crate) fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exec_server_protocol::Signal;
+
+    #[test]
+    fn protocol_signals_round_trip_through_their_numbers() {
+        for s in Signal::ALL {
+            assert_eq!(signal_name(signal_number(s)), s.name());
+        }
+        assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
+        assert_eq!(signal_name(libc::SIGABRT), "SIGABRT");
+        assert_eq!(
+            signal_name(libc::SIGRTMIN() + 1),
+            format!("SIG{}", libc::SIGRTMIN() + 1)
+        );
+    }
+
+    #[test]
+    fn killpg_refuses_group_ids_that_mean_more_than_one_group() {
+        for pgid in [-1, 0, 1] {
+            let err = killpg(pgid, 0).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
+        }
+    }
+}
