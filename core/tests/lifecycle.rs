@@ -876,3 +876,69 @@ async fn writes_after_the_reader_closed_stdin_answer_stdin_closed() {
     .await;
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_signals_go_to_the_terminal_foreground_group() {
+    let s = session();
+    // With job control the shell runs the inner job in its own group and makes it the
+    // terminal's foreground group: a Ctrl-C reaches the job (which exits 5), not the
+    // outer shell (which would die of SIGINT).
+    let mut p = sh(
+        "fg",
+        "set -m; sh -c 'trap \"exit 5\" INT; echo ready; while :; do sleep 1; done'; echo \"after $?\"",
+    );
+    p.tty = true;
+    let started = start(&s, p).await;
+    read_until(&s, "fg", 0, |_, all| {
+        concat(all, Stream::Pty).contains("ready")
+    })
+    .await;
+    let mut job = 0;
+    eventually("the job to be the terminal's foreground group", || {
+        let found = children_named(started.pid, "sh");
+        match found.first() {
+            Some(&pid) => {
+                job = pid;
+                proc_stat(pid).is_some_and(|(_, _, g)| g == pid as i32)
+                    && proc_tpgid(pid) == Some(pid as i32)
+            }
+            None => false,
+        }
+    })
+    .await;
+    let r = s.signal(ProcessSignalParams {
+        process_id: "fg".into(),
+        signal: Signal::Int,
+    });
+    assert!(r.delivered);
+    let (chunks, last) = read_until_closed(&s, "fg").await;
+    assert!(
+        concat(&chunks, Stream::Pty).contains("after 5"),
+        "{chunks:?} {last:?}"
+    );
+    assert_eq!((last.exit_code, last.signal), (Some(0), None));
+    assert!(!alive(job));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_after_the_leader_exited_still_stops_its_group() {
+    let s = session();
+    let (sink, mut rx) = channel_sink(16);
+    s.attach(sink);
+    let started = start(&s, sh("orphan", "sleep 1000 & echo started; exit 4")).await;
+    assert_eq!(
+        recv(&mut rx).await,
+        output("orphan", 1, Stream::Stdout, "started\n")
+    );
+    assert_eq!(recv(&mut rx).await, exited("orphan", 2, 4, None));
+    let sleeps = group_members(started.pid, "sleep");
+    assert_eq!(sleeps.len(), 1);
+    // The leader is gone, so it "was not running"; its group still holds stdout and is stopped.
+    let r = s.terminate(ProcessTerminateParams {
+        process_id: "orphan".into(),
+        grace_ms: 1000,
+    });
+    assert!(!r.running);
+    assert_eq!(recv(&mut rx).await, closed("orphan", 3));
+    eventually("the background sleep to be gone", || !alive(sleeps[0])).await;
+}

@@ -179,6 +179,13 @@ pub fn proc_stat(pid: u32) -> Option<(char, i32, i32)> {
     Some((state, ppid, pgrp))
 }
 
+/// The terminal's foreground process group as /proc/PID/stat reports it (tpgid).
+pub fn proc_tpgid(pid: u32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split(' ').nth(5)?.parse().ok()
+}
+
 /// Whether `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     matches!(proc_stat(pid), Some((state, _, _)) if state != 'Z' && state != 'X')
@@ -198,6 +205,27 @@ pub fn group_members(pgrp: u32, comm: &str) -> Vec<u32> {
         if name.trim_end() == comm
             && alive(pid)
             && proc_stat(pid).is_some_and(|(_, _, g)| g == pgrp as i32)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Live processes named `comm` whose parent is `ppid`.
+pub fn children_named(ppid: u32, comm: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.trim_end() == comm
+            && alive(pid)
+            && proc_stat(pid).is_some_and(|(_, pp, _)| pp == ppid as i32)
         {
             pids.push(pid);
         }
