@@ -5,6 +5,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use exec_server_protocol::{
@@ -482,13 +483,24 @@ impl Process {
 
     // ------------------------------------------------------------ exit
 
-    /// Reap the child if it has exited, under the control lock.
-    fn try_reap(&self) -> Option<(i32, Option<String>)> {
+    /// Poll tokio's SIGCHLD/pidfd-driven wait under the control lock, so the reap and
+    /// every signal to the group are serialised (pid-reuse guard). tokio keeps the
+    /// reaper's state in the `Child`, so a fresh `wait()` future per poll is fine.
+    fn poll_reap(&self, cx: &mut std::task::Context<'_>) -> Poll<(i32, Option<String>)> {
         let mut ctl = lock(&self.ctl);
-        let child = ctl.child.as_mut()?;
-        let result = match child.try_wait() {
-            Ok(None) => return None,
-            Ok(Some(status)) => match (status.signal(), status.code()) {
+        let Some(child) = ctl.child.as_mut() else {
+            return Poll::Ready((-1, None));
+        };
+        let waited = {
+            let wait = child.wait();
+            let mut wait = std::pin::pin!(wait);
+            match wait.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r,
+            }
+        };
+        let result = match waited {
+            Ok(status) => match (status.signal(), status.code()) {
                 (Some(n), _) => (128 + n, Some(sys::signal_name(n))),
                 (None, Some(code)) => (code, None),
                 (None, None) => (-1, None),
@@ -502,7 +514,7 @@ impl Process {
         ctl.stdin = None;
         drop(ctl);
         self.reaped.send_replace(true);
-        Some(result)
+        Poll::Ready(result)
     }
 
     /// Whether the direct child has been reaped.
@@ -726,53 +738,9 @@ async fn write_stdin(
     }
 }
 
-/// Wait for the child's exit (pidfd readiness, else SIGCHLD), reap it, then emit `exited`.
+/// Wait for the child's exit, reap it, then (once the gate opens) emit `exited`.
 async fn wait_exit(proc: Arc<Process>, gate: watch::Receiver<()>) {
-    let status = wait_for_exit(&proc).await;
+    let status = std::future::poll_fn(|cx| proc.poll_reap(cx)).await;
     gate_open(gate).await;
     proc.emit_exit(status.0, status.1).await;
-}
-
-async fn wait_for_exit(proc: &Arc<Process>) -> (i32, Option<String>) {
-    if let Some(pidfd) = sys::pidfd_open(proc.pid) {
-        // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-        };
-        if let Ok(afd) = registered {
-            loop {
-                if let Some(status) = proc.try_reap() {
-                    return status;
-                }
-                match afd.readable().await {
-                    Ok(mut guard) => {
-                        if let Some(status) = proc.try_reap() {
-                            return status;
-                        }
-                        guard.clear_ready();
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    // Fallback: every SIGCHLD, try to reap. The stream exists before the first try: no lost wake-up.
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
-        Ok(mut sigchld) => loop {
-            if let Some(status) = proc.try_reap() {
-                return status;
-            }
-            if sigchld.recv().await.is_none() {
-                break;
-            }
-        },
-        Err(e) => tracing::warn!("cannot listen for SIGCHLD: {e}"),
-    }
-    // Last resort: poll with a timer.
-    loop {
-        if let Some(status) = proc.try_reap() {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -179,25 +179,6 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
-/// `pidfd_open(2)`: an fd that becomes readable when `pid` exits (Linux 5.3+).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: the syscall takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh descriptor we own (pidfds are close-on-exec).
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// No pidfds on this OS: the caller falls back to SIGCHLD.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,19 @@ async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
         }
     }
     assert!(thread_count() < MAX_THREADS, "threads: {}", thread_count());
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "{N} live processes: {} threads, {fds} fds, {rss}",
+        thread_count()
+    );
 
     let listed = s.list().processes;
     assert_eq!(listed.len(), N);
