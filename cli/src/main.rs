@@ -146,25 +146,18 @@ fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
     Ok(Auth::Token(token))
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn termination() {
+/// Installs the SIGTERM and SIGINT handlers at once (before the server announces itself)
+/// and returns a future that resolves on the first of them.
+fn termination() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (term, int) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        _ => {
-            tracing::warn!("cannot install signal handlers; serving until input ends");
-            std::future::pending::<()>().await;
-        }
-    }
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -182,9 +175,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_wait: Duration::from_millis(args.max_wait_ms.min(exec_server_protocol::MAX_WAIT_MS)),
     };
     let rpc = Server::new(rpc_config).context("cannot build the dispatch")?;
+    let shutdown = termination()?;
     match listen {
         Listen::Stdio => {
-            exec_server_stdio::serve_stdio(rpc, termination()).await?;
+            exec_server_stdio::serve_stdio(rpc, shutdown).await?;
         }
         Listen::Ws(addr) => {
             let mut config = WsConfig::new(addr, auth(&args)?);
@@ -200,7 +194,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 stdout.flush().context("cannot write the URL to stdout")?;
             }
             tracing::info!(addr = %server.local_addr(), "listening");
-            server.run(termination()).await;
+            server.run(shutdown).await;
         }
     }
     Ok(())
@@ -226,11 +220,15 @@ fn main() {
                 .enable_all()
                 .build()
                 .context("cannot start the runtime")
-                .and_then(|runtime| runtime.block_on(serve(*args)))
+                .and_then(|runtime| {
+                    let result = runtime.block_on(serve(*args));
+                    // A blocking read of stdin may still be pending: do not wait for it.
+                    runtime.shutdown_background();
+                    result
+                })
         }),
     };
     match result {
-        // Exit at once: a blocking read of stdin must not hold the process open.
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("exec-server: {e:#}");

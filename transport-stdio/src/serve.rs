@@ -15,7 +15,7 @@ use crate::lines::{Line, LineReader};
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Writes every queued message as one line, flushing whenever the queue runs empty.
-/// After `stop`, writes what is already queued and returns.
+/// Returns when every sender is gone; after `stop`, writes what is already queued and returns.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut outbound: Outbound,
     output: W,
@@ -29,6 +29,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = stop.wait_for(|stopped| *stopped) => None,
         };
         let Some(first) = message else {
+            tracing::debug!("output queue finished");
             break;
         };
         let mut next = Some(first);
@@ -104,18 +105,25 @@ where
         }
     };
 
-    // Terminate and reap every process; their last events still reach the output.
+    // Terminate and reap every process. Their last events (exit, close) still reach
+    // the output: the writer runs until every sender of the queue is gone (the
+    // connection, and each process's push once its streams closed), within a deadline.
     server.shutdown().await;
-    stop.send_replace(true);
+    drop(connection);
     let mut writer = writer;
     if tokio::time::timeout(FLUSH_DEADLINE, &mut writer)
         .await
         .is_err()
     {
-        tracing::warn!("the output did not drain in time");
-        writer.abort();
+        tracing::warn!("the last notifications did not drain in time");
+        stop.send_replace(true);
+        if tokio::time::timeout(FLUSH_DEADLINE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
     }
-    drop(connection);
     result
 }
 

@@ -1,0 +1,507 @@
+//! A raw JSON-RPC test client over the binary's stdio or a WebSocket, with a deadline on every wait.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use exec_server_protocol::{ErrorCode, method, notification};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest any single wait in these tests may take.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_exec-server");
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than [`DEADLINE`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// Polls `cond` until it holds, failing after [`DEADLINE`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Which transport a scenario runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stdio,
+    Ws,
+}
+
+/// A running server process.
+pub struct ServerProc {
+    pub child: Child,
+    /// The WebSocket URL it printed (with `?token=`), for ws servers.
+    pub url: Option<String>,
+    /// The stdio of a stdio server, taken by the first client.
+    pub stdio: Option<(ChildStdin, ChildStdout)>,
+}
+
+impl ServerProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Starts `exec-server serve --listen stdio` with `extra` flags.
+    pub async fn stdio(extra: &[&str]) -> anyhow::Result<ServerProc> {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "stdio", "--log-level", "warn"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn exec-server")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        Ok(ServerProc {
+            child,
+            url: None,
+            stdio: Some((stdin, stdout)),
+        })
+    }
+
+    /// Starts `exec-server serve --listen ws://127.0.0.1:0` with `extra` flags and reads
+    /// the URL line it prints.
+    pub async fn ws(extra: &[&str]) -> anyhow::Result<ServerProc> {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "ws://127.0.0.1:0",
+                "--log-level",
+                "warn",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawn exec-server")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = within("the URL line", lines.next_line())
+            .await?
+            .context("the server printed no URL line")?;
+        // Nothing else may appear on stdout: keep draining it and fail loudly if it does.
+        tokio::spawn(async move {
+            if let Ok(Some(line)) = lines.next_line().await {
+                panic!("unexpected second line on stdout: {line}");
+            }
+        });
+        Ok(ServerProc {
+            child,
+            url: Some(url),
+            stdio: None,
+        })
+    }
+
+    pub async fn start(kind: Kind, extra: &[&str]) -> anyhow::Result<ServerProc> {
+        match kind {
+            Kind::Stdio => ServerProc::stdio(extra).await,
+            Kind::Ws => ServerProc::ws(extra).await,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or("")
+    }
+
+    /// `host:port` of a ws server.
+    pub fn addr(&self) -> String {
+        let url = self.url();
+        let rest = url.strip_prefix("ws://").unwrap_or(url);
+        rest.split('/').next().unwrap_or("").to_owned()
+    }
+
+    /// The token in the printed URL.
+    pub fn token(&self) -> String {
+        self.url()
+            .split_once("?token=")
+            .map(|(_, t)| t.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// A client on this server: its stdio (once) or a new WebSocket connection.
+    pub async fn client(&mut self) -> anyhow::Result<Client> {
+        match self.stdio.take() {
+            Some((stdin, stdout)) => Ok(Client::new(Transport::Stdio {
+                stdin: Some(stdin),
+                stdout: BufReader::with_capacity(1 << 20, stdout),
+            })),
+            None => Client::ws(self.url()).await,
+        }
+    }
+
+    /// Waits for the server to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> anyhow::Result<i32> {
+        let status = within("the server to exit", self.child.wait()).await?;
+        status.code().context("the server was killed by a signal")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we spawned; no memory is involved.
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub enum Transport {
+    Stdio {
+        stdin: Option<ChildStdin>,
+        stdout: BufReader<ChildStdout>,
+    },
+    Ws(Box<Ws>),
+}
+
+/// A JSON-RPC client that keeps notifications and out-of-order responses aside.
+pub struct Client {
+    pub transport: Transport,
+    next_id: u64,
+    notifications: VecDeque<Value>,
+    responses: Vec<Value>,
+    /// Every message in arrival order, for ordering assertions.
+    pub log: Vec<Value>,
+}
+
+impl Client {
+    pub fn new(transport: Transport) -> Client {
+        Client {
+            transport,
+            next_id: 100,
+            notifications: VecDeque::new(),
+            responses: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    pub async fn ws(url: &str) -> anyhow::Result<Client> {
+        let request = url.into_client_request()?;
+        let (ws, _) = within(
+            "the WebSocket handshake",
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .context("WebSocket connect")?;
+        Ok(Client::new(Transport::Ws(Box::new(ws))))
+    }
+
+    /// Sends one raw message (a line over stdio, a text frame over ws).
+    pub async fn send_raw(&mut self, text: &str) -> anyhow::Result<()> {
+        match &mut self.transport {
+            Transport::Stdio { stdin, .. } => {
+                let stdin = stdin.as_mut().context("stdin closed")?;
+                stdin.write_all(text.as_bytes()).await?;
+                stdin.write_all(b"\n").await?;
+                stdin.flush().await?;
+            }
+            Transport::Ws(ws) => ws.send(Message::text(text)).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn send(&mut self, value: &Value) -> anyhow::Result<()> {
+        self.send_raw(&value.to_string()).await
+    }
+
+    /// Closes stdin (stdio) or the socket (ws).
+    pub async fn close(&mut self) -> anyhow::Result<()> {
+        match &mut self.transport {
+            Transport::Stdio { stdin, .. } => {
+                drop(stdin.take());
+            }
+            Transport::Ws(ws) => {
+                let _ = SinkExt::close(ws).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next raw message, or `None` when the server closed the transport.
+    pub async fn recv_text(&mut self) -> anyhow::Result<Option<String>> {
+        match &mut self.transport {
+            Transport::Stdio { stdout, .. } => {
+                let mut line = String::new();
+                let n = stdout.read_line(&mut line).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                assert!(line.ends_with('\n'), "a line without newline: {line}");
+                line.pop();
+                Ok(Some(line))
+            }
+            Transport::Ws(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => {
+                        use tokio_tungstenite::tungstenite::Error;
+                        return match e {
+                            Error::ConnectionClosed | Error::AlreadyClosed => Ok(None),
+                            Error::Protocol(_) | Error::Io(_) => Ok(None),
+                            e => Err(e.into()),
+                        };
+                    }
+                    Some(Ok(Message::Text(t))) => return Ok(Some(t.to_string())),
+                    Some(Ok(Message::Binary(b))) => {
+                        bail!("binary frame from server: {} bytes", b.len())
+                    }
+                    Some(Ok(Message::Close(_))) => return Ok(None),
+                    Some(Ok(_)) => continue,
+                }
+            },
+        }
+    }
+
+    /// The next message as JSON, within the deadline; panics when the transport closed.
+    pub async fn recv(&mut self) -> Value {
+        let text = within("a message", self.recv_text())
+            .await
+            .expect("receive")
+            .expect("the server closed the connection");
+        let value: Value = serde_json::from_str(&text).expect("the server sent invalid JSON");
+        assert_eq!(value["jsonrpc"], "2.0", "{value}");
+        self.log.push(value.clone());
+        value
+    }
+
+    /// Waits for the response with this id, keeping everything else aside.
+    pub async fn response(&mut self, id: &Value) -> Value {
+        if let Some(i) = self.responses.iter().position(|r| &r["id"] == id) {
+            return self.responses.remove(i);
+        }
+        loop {
+            let msg = self.recv().await;
+            if msg.get("method").is_some() && msg.get("id").is_none() {
+                self.notifications.push_back(msg);
+            } else if &msg["id"] == id {
+                return msg;
+            } else {
+                self.responses.push(msg);
+            }
+        }
+    }
+
+    /// Sends a request and returns its id.
+    pub async fn send_request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = json!(self.next_id);
+        self.send(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
+            .await
+            .expect("send");
+        id
+    }
+
+    /// A request's whole response object.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_request(method, params).await;
+        self.response(&id).await
+    }
+
+    /// A request's `result`; panics on an error response.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let response = self.request(method, params).await;
+        assert!(
+            response.get("error").is_none(),
+            "{method} failed: {response}"
+        );
+        response["result"].clone()
+    }
+
+    /// A request that must fail with `code`; returns the error object.
+    pub async fn call_err(&mut self, method: &str, params: Value, code: ErrorCode) -> Value {
+        let response = self.request(method, params).await;
+        assert_eq!(
+            response["error"]["code"],
+            code.code(),
+            "{method}: {response}"
+        );
+        response["error"].clone()
+    }
+
+    pub async fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc":"2.0","method":method,"params":params}))
+            .await
+            .expect("send");
+    }
+
+    /// `initialize` + `initialized`; returns the session id.
+    pub async fn handshake(&mut self) -> String {
+        let result = self
+            .call(method::INITIALIZE, json!({"clientName":"e2e"}))
+            .await;
+        self.notify(notification::INITIALIZED, json!({})).await;
+        result["sessionId"].as_str().expect("sessionId").to_owned()
+    }
+
+    /// The next notification.
+    pub async fn notification(&mut self) -> Value {
+        if let Some(n) = self.notifications.pop_front() {
+            return n;
+        }
+        loop {
+            let msg = self.recv().await;
+            if msg.get("id").is_none() {
+                return msg;
+            }
+            self.responses.push(msg);
+        }
+    }
+
+    /// Notifications of `process_id` until (and including) its `process/closed`.
+    pub async fn events_until_closed(&mut self, process_id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let n = self.notification().await;
+            if n["params"]["processId"] != process_id {
+                continue;
+            }
+            let closed = n["method"] == notification::PROCESS_CLOSED;
+            events.push(n);
+            if closed {
+                return events;
+            }
+        }
+    }
+
+    /// Starts a process with sensible defaults overlaid by `extra`; returns the result.
+    pub async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
+        let mut params = json!({
+            "processId": process_id,
+            "argv": argv,
+            "cwd": "/tmp",
+            "env": {"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+        });
+        if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        self.call(method::PROCESS_START, params).await
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn unb64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("base64 string"))
+        .expect("valid base64")
+}
+
+/// The concatenated output bytes of these notifications.
+pub fn output_of(events: &[Value]) -> Vec<u8> {
+    events
+        .iter()
+        .filter(|e| e["method"] == notification::PROCESS_OUTPUT)
+        .flat_map(|e| unb64(&e["params"]["chunk"]))
+        .collect()
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            state != Some('Z') && state != Some('X')
+        }
+    }
+}
+
+/// Whether `pid` still has any /proc entry (a zombie counts: it was not reaped).
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pids whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let ppid_field = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid_field == Some(ppid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A raw HTTP/1.1 GET with extra header lines; returns (status, body).
+pub async fn http_get(addr: &str, path: &str, headers: &[&str]) -> anyhow::Result<(u16, String)> {
+    let mut stream = within("an HTTP connection", TcpStream::connect(addr)).await?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    within("an HTTP response", stream.read_to_end(&mut response)).await?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

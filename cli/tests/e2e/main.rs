@@ -1,0 +1,9 @@
+//! End-to-end tests of the real `exec-server` binary over real stdio pipes and real sockets.
+
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
+mod scenarios;
+mod stdio;
+mod ws;
