@@ -30,7 +30,9 @@ enum Command {
 struct ServeArgs {
     /// Where to serve: `stdio` (newline-delimited JSON on stdin/stdout) or
     /// `ws://HOST:PORT` (port 0 = any free port). With WebSocket the server prints one
-    /// line on stdout: the URL to connect to, token included.
+    /// line on stdout: the URL to connect to, token included. The default suits someone
+    /// trying it out: a loopback-only WebSocket on a free port, authenticated by a fresh
+    /// token; programs that spawn the server as a child use `--listen stdio`.
     #[arg(
         long,
         default_value = "ws://127.0.0.1:0",

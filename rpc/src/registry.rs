@@ -135,9 +135,16 @@ impl Registry {
             ttl_ms = self.ttl.as_millis() as u64,
             "session detached"
         );
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                session = id,
+                "detached outside the runtime: no expiry timer"
+            );
+            return;
+        };
         let registry = self.clone();
         let id = id.to_owned();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(registry.ttl).await;
             let expired = {
                 let mut inner = registry.lock();

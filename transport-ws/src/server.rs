@@ -8,12 +8,15 @@ use std::time::Duration;
 use exec_server_rpc::Server;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Auth, Error, WsConfig};
+
+/// A client must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// State shared by the accept loop and every connection.
 pub(crate) struct Shared {
@@ -116,6 +119,8 @@ impl WsServer {
                     service_fn(move |request| crate::http::route(shared.clone(), request))
                 };
                 let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::select! {

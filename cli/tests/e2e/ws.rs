@@ -391,6 +391,9 @@ async fn a_slow_reader_gets_every_byte_without_server_memory_growth() -> anyhow:
     let _ = std::fs::remove_file(&path);
     assert_eq!(offset, BLOCK * REPEAT);
     let max = max_rss.load(Ordering::Relaxed);
+    eprintln!(
+        "server VmRSS: {rss_while_stalled} KiB while the client was stalled, {max} KiB at most"
+    );
     assert!(rss_while_stalled > 0);
     assert!(max < 100 * 1024, "server RSS reached {max} KiB");
     Ok(())
