@@ -83,6 +83,11 @@ impl ServerProc {
     /// Starts `exec-server serve --listen ws://127.0.0.1:0` with `extra` flags and reads
     /// the URL line it prints.
     pub async fn ws(extra: &[&str]) -> anyhow::Result<ServerProc> {
+        ServerProc::ws_env(extra, &[]).await
+    }
+
+    /// [`ServerProc::ws`] with extra environment variables.
+    pub async fn ws_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -92,6 +97,8 @@ impl ServerProc {
                 "warn",
             ])
             .args(extra)
+            .env_remove("EXEC_SERVER_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

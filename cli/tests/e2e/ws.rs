@@ -138,6 +138,39 @@ async fn no_auth_on_loopback_needs_no_token() -> anyhow::Result<()> {
     assert_eq!(server.url(), format!("ws://{}/", server.addr()));
     let mut c = Client::ws(server.url()).await?;
     c.handshake().await;
+    // A binary frame holding a JSON message is accepted too.
+    let request = json!({"jsonrpc": "2.0", "id": 9, "method": method::PROCESS_LIST});
+    if let crate::client::Transport::Ws(ws) = &mut c.transport {
+        use futures::SinkExt;
+        let frame =
+            tokio_tungstenite::tungstenite::Message::binary(request.to_string().into_bytes());
+        ws.send(frame).await?;
+    }
+    let response = c.response(&json!(9)).await;
+    assert_eq!(
+        response,
+        json!({"jsonrpc": "2.0", "id": 9, "result": {"processes": []}})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_token_comes_from_the_environment_or_a_file() -> anyhow::Result<()> {
+    let server = ServerProc::ws_env(&[], &[("EXEC_SERVER_TOKEN", "from-env-token")]).await?;
+    assert_eq!(server.token(), "from-env-token");
+    assert_eq!(upgrade_status(server.url(), &[]).await, 101);
+    let path = std::env::temp_dir().join(format!("exec-e2e-token-{}", std::process::id()));
+    std::fs::write(&path, "from-file-token\n")?;
+    let server = ServerProc::ws_env(
+        &["--token-file", path.to_str().unwrap()],
+        &[("EXEC_SERVER_TOKEN", "ignored")],
+    )
+    .await?;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(server.token(), "from-file-token");
+    assert_eq!(upgrade_status(server.url(), &[]).await, 101);
+    let other = format!("ws://{}/?token=ignored", server.addr());
+    assert_eq!(upgrade_status(&other, &[]).await, 401);
     Ok(())
 }
 
