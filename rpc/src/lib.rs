@@ -6,6 +6,14 @@
 //! Responses and flat notifications share that one bounded queue, which is what
 //! orders a `process/start` response before the process's first notification and
 //! what turns a slow reader into backpressure on the child's output.
+//!
+//! jsonrpsee (pinned) provides the method table ([`jsonrpsee_core::server::RpcModule`]),
+//! the params and id types, response serialization and `notify_on_completion`; this
+//! crate calls the registered callbacks itself instead of running jsonrpsee's server,
+//! because that server spawns a task per inbound message (so `process/write` calls
+//! could reach core out of order), has no flat-notification API, and cannot close one
+//! chosen connection. Synchronous callbacks run on the connection's read loop in
+//! receipt order; asynchronous ones (`process/start`, `process/read`) run in tasks.
 
 mod config;
 mod connection;

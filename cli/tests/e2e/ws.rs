@@ -431,3 +431,34 @@ async fn a_slow_reader_gets_every_byte_without_server_memory_growth() -> anyhow:
     assert!(max < 100 * 1024, "server RSS reached {max} KiB");
     Ok(())
 }
+
+#[tokio::test]
+async fn process_and_wait_limits() -> anyhow::Result<()> {
+    let server = ServerProc::ws(&["--max-processes", "1", "--max-wait-ms", "50"]).await?;
+    let mut c = Client::ws(server.url()).await?;
+    c.handshake().await;
+    c.start("one", &["sleep", "30"], json!({})).await;
+    let e = c
+        .call_err(
+            method::PROCESS_START,
+            json!({"processId": "two", "argv": ["true"], "cwd": "/tmp", "env": {}}),
+            ErrorCode::LimitReached,
+        )
+        .await;
+    assert!(!e["message"].as_str().unwrap().is_empty());
+    // waitMs far above --max-wait-ms still answers (well within the test deadline).
+    let read = c
+        .call(
+            method::PROCESS_READ,
+            json!({"processId": "one", "afterSeq": 0, "waitMs": 3_600_000}),
+        )
+        .await;
+    assert_eq!(read["chunks"], json!([]));
+    assert_eq!(read["exited"], false);
+    c.call(
+        method::PROCESS_TERMINATE,
+        json!({"processId": "one", "graceMs": 0}),
+    )
+    .await;
+    Ok(())
+}
