@@ -1,4 +1,17 @@
 //! Process lifecycle for exec-server: spawning with pipes or a pseudo-terminal, sequencing events, bounded retention, signals and cleanup. Knows nothing of JSON-RPC framing.
+//!
+//! How a process lives (see `process.rs`):
+//! - No thread per process. Output fds (pipes, or the non-blocking pty master) are driven
+//!   by `tokio::io::unix::AsyncFd`; the exit by tokio's pidfd/SIGCHLD-driven `Child::wait`.
+//! - Each process has one tokio mutex (the emitter) held from reading a chunk, through
+//!   seq assignment and retention, to the end of the sink's `send`: events reach the sink
+//!   strictly in seq order, and a full sink stops that process's reads (backpressure).
+//! - Readers see a short std mutex (seq counter, retention, exit, close) and long-poll on a
+//!   per-process `watch`, subscribed before the state is checked (no lost wake-ups).
+//! - The session's sink is cached per process and re-read only when a session-wide
+//!   generation counter moves: no session lock per event.
+//! - Reaping and signalling share a per-process lock, so a group is never signalled
+//!   through a pid that was already reaped and possibly reused.
 
 mod config;
 mod error;
