@@ -6,12 +6,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use crate::{Event, EventSink};
 
 /// The session's current sink and a generation bumped on every attach/detach.
 pub(crate) struct SinkHub {
     generation: AtomicU64,
     current: RwLock<Option<Arc<dyn EventSink>>>,
+    /// Wakes pushes waiting on a sink that has just been replaced.
+    replaced: watch::Sender<()>,
 }
 
 impl SinkHub {
@@ -19,14 +23,18 @@ impl SinkHub {
         SinkHub {
             generation: AtomicU64::new(0),
             current: RwLock::new(None),
+            replaced: watch::Sender::new(()),
         }
     }
 
     /// Replace the sink (`None` = detached).
     pub(crate) fn set(&self, sink: Option<Arc<dyn EventSink>>) {
-        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *cur = sink;
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+            *cur = sink;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.replaced.send_replace(());
     }
 
     fn snapshot(&self) -> (u64, Option<Arc<dyn EventSink>>) {
@@ -40,15 +48,18 @@ pub(crate) struct SinkCache {
     hub: Arc<SinkHub>,
     generation: u64,
     sink: Option<Arc<dyn EventSink>>,
+    replaced: watch::Receiver<()>,
 }
 
 impl SinkCache {
     pub(crate) fn new(hub: Arc<SinkHub>) -> Self {
+        let replaced = hub.replaced.subscribe();
         let (generation, sink) = hub.snapshot();
         SinkCache {
             hub,
             generation,
             sink,
+            replaced,
         }
     }
 
@@ -57,6 +68,7 @@ impl SinkCache {
     /// ("pushes resume with the next new event").
     pub(crate) fn refresh(&mut self) {
         if self.hub.generation.load(Ordering::Acquire) != self.generation {
+            self.replaced.mark_unchanged();
             let (generation, sink) = self.hub.snapshot();
             self.generation = generation;
             self.sink = sink;
@@ -64,12 +76,47 @@ impl SinkCache {
     }
 
     /// Push `event` to the sink chosen by the last [`SinkCache::refresh`], waiting for
-    /// room; a failed sink is dropped until the next attach.
+    /// room. A failed sink is dropped until the next attach. A push still waiting when
+    /// the session's sink is replaced (detach, takeover) is abandoned: the event stays in
+    /// retention and the process is not held hostage by a sink nobody drains any more.
     pub(crate) async fn push(&mut self, event: Event) {
-        if let Some(sink) = &self.sink
-            && sink.send(event).await.is_err()
-        {
-            self.sink = None;
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        let send = sink.send(event);
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut send => {
+                    if sent.is_err() {
+                        self.sink = None;
+                    }
+                    return;
+                }
+                woke = self.replaced.changed() => {
+                    if woke.is_err() {
+                        // Cannot happen (we hold the hub); just finish the send.
+                        if (&mut send).await.is_err() {
+                            self.sink = None;
+                        }
+                        return;
+                    }
+                    if self.hub.generation.load(Ordering::Acquire) != self.generation {
+                        let (generation, current) = self.hub.snapshot();
+                        let same = current.as_ref().is_some_and(|c| {
+                            std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(&sink))
+                        });
+                        if !same {
+                            self.sink = None;
+                            return;
+                        }
+                        // The same sink attached again: the send stays valid.
+                        self.generation = generation;
+                    }
+                    // Nothing that concerns this send changed: keep waiting on it.
+                }
+            }
         }
     }
 }

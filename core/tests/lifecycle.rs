@@ -950,3 +950,26 @@ async fn terminate_after_the_leader_exited_still_stops_its_group() {
     assert_eq!(recv(&mut rx).await, closed("orphan", 3));
     eventually("the background sleep to be gone", || !alive(sleeps[0])).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detach_releases_a_process_blocked_on_a_full_sink() {
+    let s = session();
+    // A sink nobody drains: the producer blocks.
+    let (sink, rx) = channel_sink(1);
+    s.attach(sink);
+    const TOTAL: usize = 1024 * 1024;
+    start(
+        &s,
+        params("stuck", &["head", "-c", &TOTAL.to_string(), "/dev/zero"]),
+    )
+    .await;
+    read_until(&s, "stuck", 0, |r, _| r.next_seq >= 3).await;
+    s.detach();
+    // Reading resumes with retention only, and the process runs to its close.
+    let (_, last) = read_until(&s, "stuck", 0, |r, _| r.closed).await;
+    assert_eq!(last.exit_code, Some(0));
+    let all = s.read(read_params("stuck", 0, 0)).await.unwrap();
+    let bytes: usize = all.chunks.iter().map(|c| c.chunk.len()).sum();
+    assert_eq!(bytes + all.evicted_bytes as usize, TOTAL);
+    drop(rx);
+}
