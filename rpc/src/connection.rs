@@ -209,6 +209,11 @@ impl Outbound {
     pub fn try_recv(&mut self) -> Option<String> {
         self.rx.try_recv().ok()
     }
+
+    /// [`Outbound::recv`] for a plain thread (it panics inside the async runtime).
+    pub fn blocking_recv(&mut self) -> Option<String> {
+        self.rx.blocking_recv()
+    }
 }
 
 /// One transport connection bound to the dispatch.

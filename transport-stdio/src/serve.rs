@@ -1,67 +1,51 @@
-//! The stdio serving loop: one connection, a reader that dispatches line by line, a writer that drains the outbound queue.
+//! The stdio serving loop: one connection, a reader that dispatches line by line, a writer thread that drains the outbound queue.
 
 use std::future::Future;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use exec_server_rpc::{Outbound, Server};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::watch;
+use tokio::io::AsyncRead;
+use tokio::sync::oneshot;
 
 use crate::Error;
 use crate::lines::{Line, LineReader};
 
-/// How long the writer may take to flush the last messages after shutdown.
+/// How long the last notifications may take to drain after shutdown.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Writes every queued message as one line, flushing whenever the queue runs empty.
-/// Returns when every sender is gone; after `stop`, writes what is already queued and returns.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut outbound: Outbound,
-    output: W,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut out = BufWriter::with_capacity(64 * 1024, output);
-    loop {
-        let message = tokio::select! {
-            biased;
-            message = outbound.recv() => message,
-            _ = stop.wait_for(|stopped| *stopped) => None,
-        };
-        let Some(first) = message else {
-            tracing::debug!("output queue finished");
-            break;
-        };
+/// Writes every queued message as one line, flushing whenever the queue runs empty,
+/// until every sender of the queue is gone or the output fails.
+///
+/// It runs on a thread of its own with plain blocking writes: no runtime hop per
+/// write, and no line-buffering layer scanning every message for newlines.
+fn write_loop<W: Write>(mut outbound: Outbound, output: W) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
+    let write = |out: &mut std::io::BufWriter<W>, message: &str| {
+        out.write_all(message.as_bytes())?;
+        out.write_all(b"\n")
+    };
+    while let Some(first) = outbound.blocking_recv() {
         let mut next = Some(first);
         while let Some(message) = next {
-            if let Err(e) = write_line(&mut out, &message).await {
+            if let Err(e) = write(&mut out, &message) {
                 tracing::warn!("cannot write to the output: {e}");
                 return;
             }
             next = outbound.try_recv();
         }
-        if let Err(e) = out.flush().await {
+        if let Err(e) = out.flush() {
             tracing::warn!("cannot write to the output: {e}");
             return;
         }
     }
-    // Drain what is queued already, then flush.
-    while let Some(message) = outbound.try_recv() {
-        if write_line(&mut out, &message).await.is_err() {
-            return;
-        }
-    }
-    let _ = out.flush().await;
-}
-
-async fn write_line<W: AsyncWrite + Unpin>(out: &mut W, message: &str) -> std::io::Result<()> {
-    out.write_all(message.as_bytes()).await?;
-    out.write_all(b"\n").await
 }
 
 /// Serves one JSON-RPC connection over `input` and `output` (one message per line)
 /// until `input` ends or `shutdown` resolves; then every process of the server is
-/// terminated and reaped, the output flushed, and it returns.
+/// terminated and reaped, the last notifications written, and it returns.
 pub async fn serve<R, W, S>(
     server: Arc<Server>,
     input: R,
@@ -70,12 +54,18 @@ pub async fn serve<R, W, S>(
 ) -> Result<(), Error>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: Write + Send + 'static,
     S: Future<Output = ()>,
 {
     let (connection, outbound) = server.connect();
-    let (stop, stop_rx) = watch::channel(false);
-    let writer = tokio::spawn(write_loop(outbound, output, stop_rx));
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("stdio-writer".into())
+        .spawn(move || {
+            write_loop(outbound, output);
+            let _ = done_tx.send(());
+        })
+        .map_err(Error::Writer)?;
     let mut lines = LineReader::new(input, server.config().max_message_bytes);
     tokio::pin!(shutdown);
 
@@ -110,27 +100,29 @@ where
     // connection, and each process's push once its streams closed), within a deadline.
     server.shutdown().await;
     drop(connection);
-    let mut writer = writer;
-    if tokio::time::timeout(FLUSH_DEADLINE, &mut writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(FLUSH_DEADLINE, done_rx).await.is_err() {
         tracing::warn!("the last notifications did not drain in time");
-        stop.send_replace(true);
-        if tokio::time::timeout(FLUSH_DEADLINE, &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-        }
     }
     result
 }
 
 /// [`serve`] on the process's own stdin and stdout.
+///
+/// Output goes to a duplicate of file descriptor 1, written directly (Rust's `Stdout`
+/// would line-buffer it).
 pub async fn serve_stdio<S: Future<Output = ()>>(
     server: Arc<Server>,
     shutdown: S,
 ) -> Result<(), Error> {
-    serve(server, tokio::io::stdin(), tokio::io::stdout(), shutdown).await
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(Error::Writer)?;
+    serve(
+        server,
+        tokio::io::stdin(),
+        std::fs::File::from(stdout),
+        shutdown,
+    )
+    .await
 }
