@@ -201,10 +201,11 @@ fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawne
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    // SAFETY: reset_signal_dispositions only calls sigaction, which is async-signal-safe.
+    // SAFETY: the closure only calls sigaction and close_range, which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             reset_signal_dispositions();
+            close_inherited_fds_on_exec();
             Ok(())
         });
     }
@@ -277,10 +278,11 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
         .stdout(Stdio::from(dup_slave(&slave)?))
         .stderr(Stdio::from(slave));
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (setsid, ioctl).
+    // async-signal-safe functions (sigaction, close_range, setsid, ioctl).
     unsafe {
         cmd.pre_exec(|| {
             reset_signal_dispositions();
+            close_inherited_fds_on_exec();
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -321,5 +323,22 @@ fn reset_signal_dispositions() {
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
+    }
+}
+
+/// In the forked child: descriptors the server itself inherited without close-on-exec
+/// (fds >= 3) must not reach the program: a stray pipe end there could keep some other
+/// reader from ever seeing EOF. They are marked close-on-exec rather than closed, so
+/// the standard library's exec-error pipe keeps working. Best effort (Linux 5.11+).
+fn close_inherited_fds_on_exec() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: close_range only changes descriptor flags in this (child) process.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
     }
 }

@@ -973,3 +973,28 @@ async fn detach_releases_a_process_blocked_on_a_full_sink() {
     assert_eq!(bytes + all.evicted_bytes as usize, TOTAL);
     drop(rx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_inherit_no_stray_descriptors() {
+    let s = session();
+    // Other processes' pipes and ptys stay open meanwhile; none may leak into a child
+    // (a leaked write end would delay another process's EOF forever).
+    let mut busy = params("busy", &["cat"]);
+    busy.pipe_stdin = true;
+    start(&s, busy).await;
+    let mut t = params("busy-tty", &["cat"]);
+    t.tty = true;
+    start(&s, t).await;
+    for tty in [false, true] {
+        let id = format!("fds-{tty}");
+        // ls itself holds fd 3 open on the directory it lists.
+        let mut p = params(&id, &["ls", "/proc/self/fd"]);
+        p.tty = tty;
+        start(&s, p).await;
+        let (chunks, _) = read_until_closed(&s, &id).await;
+        let text = concat(&chunks, if tty { Stream::Pty } else { Stream::Stdout });
+        let fds: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{id}");
+    }
+    s.shutdown().await;
+}
