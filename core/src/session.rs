@@ -302,16 +302,10 @@ impl Session {
     /// Terminate every process with the default grace and wait until every child is
     /// reaped (bounded by an internal deadline). Idempotent.
     pub async fn shutdown(&self) {
-        let procs: Vec<Arc<Process>> = {
+        let (procs, mut starting) = {
             let mut reg = lock(&self.shared.registry);
             reg.shut_down = true;
-            reg.map
-                .values()
-                .filter_map(|s| match s {
-                    Slot::Live(p) => Some(p.clone()),
-                    Slot::Starting => None,
-                })
-                .collect()
+            self.snapshot(&reg)
         };
         let grace = Duration::from_millis(DEFAULT_GRACE_MS);
         for p in &procs {
@@ -320,7 +314,20 @@ impl Session {
             }
         }
         let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-        for p in &procs {
+        // A start that reserved its id before the flag was set terminates its own child
+        // right after spawning it (see `start`); wait for it to show up, then wait for it.
+        let mut all = procs;
+        while starting && tokio::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            let (now, still) = self.snapshot(&lock(&self.shared.registry));
+            starting = still;
+            for p in now {
+                if !all.iter().any(|q| Arc::ptr_eq(q, &p)) {
+                    all.push(p);
+                }
+            }
+        }
+        for p in &all {
             if tokio::time::timeout_at(deadline, p.wait_reaped())
                 .await
                 .is_err()
@@ -329,9 +336,26 @@ impl Session {
             }
         }
         // Best effort: let the exit be recorded too, so `list` shows it (a full sink may delay it).
-        for p in &procs {
+        for p in &all {
             let _ = tokio::time::timeout_at(deadline, p.wait_exit_recorded()).await;
         }
+    }
+
+    /// Every live process, and whether any start is still under way.
+    fn snapshot(&self, reg: &Registry) -> (Vec<Arc<Process>>, bool) {
+        let mut starting = false;
+        let procs = reg
+            .map
+            .values()
+            .filter_map(|s| match s {
+                Slot::Live(p) => Some(p.clone()),
+                Slot::Starting => {
+                    starting = true;
+                    None
+                }
+            })
+            .collect();
+        (procs, starting)
     }
 }
 

@@ -998,3 +998,31 @@ async fn children_inherit_no_stray_descriptors() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_racing_starts_leaves_no_child_behind() {
+    let s = session();
+    let starts: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.start(params(&format!("r{i}"), &["sleep", "1000"]))
+                    .await
+                    .map(|st| st.result.pid)
+            })
+        })
+        .collect();
+    tokio::time::timeout(DEADLINE, s.shutdown()).await.unwrap();
+    let mut pids = Vec::new();
+    for t in starts {
+        match t.await.unwrap() {
+            Ok(pid) => pids.push(pid),
+            Err(e) => assert_eq!(e.code(), ErrorCode::InvalidRequest, "{e}"),
+        }
+    }
+    // Starts that won the race are terminated by them or by shutdown; none survives.
+    eventually("every started child to be gone", || {
+        pids.iter().all(|p| !alive(*p))
+    })
+    .await;
+}
