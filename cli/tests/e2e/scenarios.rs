@@ -525,6 +525,20 @@ pub async fn errors(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(r["error"]["code"], ErrorCode::LimitReached.code(), "{r}");
     still_works(&mut c).await;
 
+    // -32001: a response over --max-message-bytes.
+    c.start("big", &["head", "-c", "100000", "/dev/zero"], json!({}))
+        .await;
+    wait_event(&mut c, "big", notification::PROCESS_CLOSED).await;
+    let e = c
+        .call_err(
+            method::PROCESS_READ,
+            json!({"processId": "big"}),
+            ErrorCode::LimitReached,
+        )
+        .await;
+    assert!(e["message"].as_str().unwrap().contains("maxBytes"), "{e}");
+    still_works(&mut c).await;
+
     // -32000: the program does not exist.
     let e = c
         .call_err(
