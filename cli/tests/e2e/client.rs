@@ -53,6 +53,8 @@ pub struct ServerProc {
     pub url: Option<String>,
     /// The stdio of a stdio server, taken by the first client.
     pub stdio: Option<(ChildStdin, ChildStdout)>,
+    /// The stdout lines a ws server printed after its URL line, once it exits.
+    pub stdout_rest: Option<tokio::task::JoinHandle<Vec<String>>>,
 }
 
 impl ServerProc {
@@ -77,6 +79,7 @@ impl ServerProc {
             child,
             url: None,
             stdio: Some((stdin, stdout)),
+            stdout_rest: None,
         })
     }
 
@@ -110,15 +113,18 @@ impl ServerProc {
         let url = within("the URL line", lines.next_line())
             .await?
             .context("the server printed no URL line")?;
-        // Nothing else may appear on stdout: keep draining it and fail loudly if it does.
-        tokio::spawn(async move {
-            if let Ok(Some(line)) = lines.next_line().await {
-                panic!("unexpected second line on stdout: {line}");
+        // Whatever else appears on stdout until it closes (there must be nothing).
+        let rest = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rest.push(line);
             }
+            rest
         });
         Ok(ServerProc {
             child,
             url: Some(url),
+            stdout_rest: Some(rest),
             stdio: None,
         })
     }

@@ -327,6 +327,9 @@ async fn sigterm_terminates_every_process_and_exits_0() -> anyhow::Result<()> {
     let (child, grandchild) = start_family(&mut a, "fam").await;
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().await?, 0);
+    // The URL was the only line on stdout.
+    let rest = within("stdout to close", server.stdout_rest.take().unwrap()).await?;
+    assert_eq!(rest, Vec::<String>::new());
     assert!(!exists(child), "child {child} survived");
     wait_until("the grandchild to die", || !alive(grandchild)).await;
     Ok(())
