@@ -115,7 +115,7 @@ impl ConnectionShared {
             client = params.client_name,
             version = params.client_version.as_deref().unwrap_or(""),
             resumed = params.resume_session_id.is_some(),
-            "initialize"
+            "session opened"
         );
         Ok(attached)
     }
@@ -546,7 +546,8 @@ mod tests {
             }
             _ => panic!("not a request"),
         }
-        match classify(br#"{"jsonrpc":"2.0","method":"initialized"}"#) {
+        let text = serde_json::json!({"jsonrpc": "2.0", "method": notification::INITIALIZED});
+        match classify(text.to_string().as_bytes()) {
             Inbound::Notification(method) => assert_eq!(method, notification::INITIALIZED),
             _ => panic!("not a notification"),
         }
