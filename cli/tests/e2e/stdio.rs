@@ -79,13 +79,22 @@ async fn stdin_eof_terminates_every_process_and_exits_0() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn sigterm_terminates_every_process_and_exits_0() -> anyhow::Result<()> {
+    signal_terminates_every_process_and_exits_0(libc::SIGTERM).await
+}
+
+#[tokio::test]
+async fn sigint_terminates_every_process_and_exits_0() -> anyhow::Result<()> {
+    signal_terminates_every_process_and_exits_0(libc::SIGINT).await
+}
+
+async fn signal_terminates_every_process_and_exits_0(signal: i32) -> anyhow::Result<()> {
     let mut server = ServerProc::stdio(&[]).await?;
     let mut c = server.client().await?;
     c.handshake().await;
     let (child, grandchild) = start_family(&mut c, "fam").await;
     // The handshake answered, so the signal handlers are installed.
     c.call(method::PROCESS_LIST, json!({})).await;
-    server.signal(libc::SIGTERM);
+    server.signal(signal);
     assert_eq!(server.wait_exit().await?, 0);
     assert!(!exists(child), "child {child} survived");
     wait_until("the grandchild to die", || !alive(grandchild)).await;
