@@ -52,7 +52,7 @@ struct ServeArgs {
     allow_origin: Vec<String>,
 
     /// Serve WebSocket without a token. Refused unless the address is loopback.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "token_file")]
     insecure_no_auth: bool,
 
     /// Largest message accepted or sent, in bytes.
