@@ -275,14 +275,7 @@ impl Session {
 
     /// `process/list`: every process the session retains, in start order.
     pub fn list(&self) -> ProcessListResult {
-        let mut procs: Vec<Arc<Process>> = lock(&self.shared.registry)
-            .map
-            .values()
-            .filter_map(|s| match s {
-                Slot::Live(p) => Some(p.clone()),
-                Slot::Starting => None,
-            })
-            .collect();
+        let (mut procs, _) = self.snapshot(&lock(&self.shared.registry));
         procs.sort_by_key(|p| p.order);
         ProcessListResult {
             processes: procs.iter().map(|p| p.info()).collect(),
@@ -362,14 +355,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // Dropping a session without shutdown must not leave children behind.
-        let procs: Vec<Arc<Process>> = lock(&self.shared.registry)
-            .map
-            .values()
-            .filter_map(|s| match s {
-                Slot::Live(p) => Some(p.clone()),
-                Slot::Starting => None,
-            })
-            .collect();
+        let (procs, _) = self.snapshot(&lock(&self.shared.registry));
         for p in procs {
             if !p.is_reaped() {
                 p.kill_now();

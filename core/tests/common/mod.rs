@@ -191,46 +191,28 @@ pub fn alive(pid: u32) -> bool {
     matches!(proc_stat(pid), Some((state, _, _)) if state != 'Z' && state != 'X')
 }
 
+/// Live processes named `comm` whose `/proc/PID/stat` (state, ppid, pgrp) satisfies `keep`.
+fn live_named(comm: &str, keep: impl Fn((char, i32, i32)) -> bool) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            name.trim_end() == comm && alive(pid) && proc_stat(pid).is_some_and(&keep)
+        })
+        .collect()
+}
+
 /// Live processes whose process group is `pgrp` and whose command name is `comm`.
 pub fn group_members(pgrp: u32, comm: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if name.trim_end() == comm
-            && alive(pid)
-            && proc_stat(pid).is_some_and(|(_, _, g)| g == pgrp as i32)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    live_named(comm, |(_, _, g)| g == pgrp as i32)
 }
 
 /// Live processes named `comm` whose parent is `ppid`.
 pub fn children_named(ppid: u32, comm: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if name.trim_end() == comm
-            && alive(pid)
-            && proc_stat(pid).is_some_and(|(_, pp, _)| pp == ppid as i32)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    live_named(comm, |(_, pp, _)| pp == ppid as i32)
 }
 
 /// Threads of this test process, from /proc/self/status.
