@@ -168,6 +168,10 @@ export interface InitializedParams {}
  */
 export interface InitializeParams {
   /**
+   * Optional features the client asks for on this connection.
+   */
+  capabilities?: ClientCapabilities | null;
+  /**
    * Name of the client program, for logs.
    */
   clientName: string;
@@ -181,12 +185,28 @@ export interface InitializeParams {
   resumeSessionId?: string | null;
 }
 /**
+ * Optional features a client asks for in `initialize`.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "ClientCapabilities".
+ */
+export interface ClientCapabilities {
+  /**
+   * Ask for `process/output` as binary WebSocket frames (SPEC section 11); ignored over stdio.
+   */
+  binaryOutput?: boolean;
+}
+/**
  * Result of `initialize`.
  *
  * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
  * via the `definition` "InitializeResult".
  */
 export interface InitializeResult {
+  /**
+   * What this connection uses (absent from servers that predate capabilities: all off).
+   */
+  capabilities?: ServerCapabilities;
   /**
    * The protocol version the server speaks: always 1 here.
    */
@@ -203,6 +223,18 @@ export interface InitializeResult {
    * The session this connection is attached to; pass it as `resumeSessionId` to resume.
    */
   sessionId: string;
+}
+/**
+ * The optional features this connection actually uses, as answered by `initialize`.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "ServerCapabilities".
+ */
+export interface ServerCapabilities {
+  /**
+   * `process/output` arrives as binary WebSocket frames (SPEC section 11).
+   */
+  binaryOutput: boolean;
 }
 /**
  * Params of `process/closeStdin`.

@@ -14,6 +14,9 @@ impl Example for InitializeParams {
             client_name: "demo".into(),
             client_version: Some("1.2.0".into()),
             resume_session_id: None,
+            capabilities: Some(ClientCapabilities {
+                binary_output: true,
+            }),
         }
     }
 }
@@ -25,6 +28,9 @@ impl Example for InitializeResult {
             protocol_version: PROTOCOL_VERSION,
             server_name: "exec-server".into(),
             server_version: "0.1.0".into(),
+            capabilities: ServerCapabilities {
+                binary_output: true,
+            },
         }
     }
 }

@@ -4,6 +4,7 @@
 //! This crate depends on serde, serde_json, schemars and base64 only, so a program
 //! that needs just the wire types pulls in no runtime, transport or terminal code.
 
+mod binary;
 mod bundle;
 mod bytes;
 mod examples;
@@ -11,6 +12,10 @@ mod names;
 mod table;
 mod types;
 
+pub use binary::{
+    FrameError, OUTPUT_FRAME_HEADER_BYTES, OUTPUT_FRAME_KIND, OutputFrame, decode_output_frame,
+    encode_output_frame, stream_byte, stream_from_byte, write_output_header,
+};
 pub use bundle::{SCHEMA_DIALECT, schema_bundle, schema_bundle_text};
 pub use bytes::Base64Bytes;
 pub use examples::{ExampleKind, ExampleMessage, examples};

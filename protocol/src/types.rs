@@ -47,6 +47,26 @@ pub struct InitializeParams {
     /// Take over this earlier session (and its processes) instead of starting a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// Optional features the client asks for on this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<ClientCapabilities>,
+}
+
+/// Optional features a client asks for in `initialize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCapabilities {
+    /// Ask for `process/output` as binary WebSocket frames (SPEC section 11); ignored over stdio.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub binary_output: bool,
+}
+
+/// The optional features this connection actually uses, as answered by `initialize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerCapabilities {
+    /// `process/output` arrives as binary WebSocket frames (SPEC section 11).
+    pub binary_output: bool,
 }
 
 /// Result of `initialize`.
@@ -61,6 +81,9 @@ pub struct InitializeResult {
     pub server_name: String,
     /// The server's version.
     pub server_version: String,
+    /// What this connection uses (absent from servers that predate capabilities: all off).
+    #[serde(default)]
+    pub capabilities: ServerCapabilities,
 }
 
 /// Params of the `initialized` notification (client to server); it has no fields.

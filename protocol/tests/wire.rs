@@ -204,23 +204,43 @@ const SPEC_EXAMPLE: &str = r#"
 ← {"jsonrpc":"2.0","id":3,"result":{"chunks":[{"seq":1,"stream":"stdout","chunk":"aGkK"},{"seq":2,"stream":"stderr","chunk":"b29wcwo="}],"nextSeq":5,"exited":true,"exitCode":7,"signal":null,"closed":true,"truncated":false,"evictedBytes":0,"failure":null}}
 "#;
 
-/// Parses `value` as `T` and checks that serializing it gives the same JSON back.
-fn parses_exactly<T: WireType>(value: &Value) {
+/// Parses `value` as `T` and checks that serializing it gives the same JSON back,
+/// plus the `added` fields (result fields added to version 1 after SPEC section 10
+/// was written, which the server always sends).
+fn parses_exactly<T: WireType>(value: &Value, added: &[(&str, Value)]) {
     let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{value}: {e}"));
-    assert_eq!(&serde_json::to_value(&typed).unwrap(), value);
+    let mut want = value.clone();
+    for (name, field) in added {
+        want[*name] = field.clone();
+    }
+    assert_eq!(serde_json::to_value(&typed).unwrap(), want);
+}
+
+/// The repository's copy of the wire contract.
+const SPEC_COPY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../SPEC.md");
+
+#[test]
+fn the_committed_spec_is_the_shared_one() {
+    let copy = std::fs::read_to_string(SPEC_COPY).expect("SPEC.md at the repository root");
+    // Where the authoritative text sits beside the checkout, the copy must match it.
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/SPEC.md");
+    match std::fs::read_to_string(shared) {
+        Ok(text) => assert!(
+            text == copy,
+            "SPEC.md differs from {shared}: copy it over (cp {shared} SPEC.md) and review the change"
+        ),
+        Err(e) => eprintln!("note: {shared} not readable ({e}); checked the committed copy only"),
+    }
 }
 
 #[test]
 fn spec_section_10_messages_parse() {
-    // When the spec sits beside the checkout, hold the copy above to it.
-    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/SPEC.md");
-    if let Ok(spec) = std::fs::read_to_string(spec_path) {
-        for line in SPEC_EXAMPLE.lines().filter(|l| !l.is_empty()) {
-            assert!(
-                spec.contains(line),
-                "SPEC.md section 10 no longer contains: {line}"
-            );
-        }
+    let spec = std::fs::read_to_string(SPEC_COPY).expect("SPEC.md at the repository root");
+    for line in SPEC_EXAMPLE.lines().filter(|l| !l.is_empty()) {
+        assert!(
+            spec.contains(line),
+            "SPEC.md section 10 no longer contains: {line}"
+        );
     }
 
     let mut methods_by_id = std::collections::HashMap::new();
@@ -238,8 +258,8 @@ fn spec_section_10_messages_parse() {
             (true, Some(name), Some(id)) => {
                 methods_by_id.insert(id.to_string(), name.to_owned());
                 match name {
-                    method::INITIALIZE => parses_exactly::<InitializeParams>(&params),
-                    method::PROCESS_START => parses_exactly::<ProcessStartParams>(&params),
+                    method::INITIALIZE => parses_exactly::<InitializeParams>(&params, &[]),
+                    method::PROCESS_START => parses_exactly::<ProcessStartParams>(&params, &[]),
                     method::PROCESS_READ => {
                         let read: ProcessReadParams = serde_json::from_value(params).unwrap();
                         assert_eq!(read.after_seq, 0);
@@ -249,23 +269,30 @@ fn spec_section_10_messages_parse() {
             }
             (true, Some(name), None) => {
                 assert_eq!(name, notification::INITIALIZED);
-                parses_exactly::<InitializedParams>(&params);
+                parses_exactly::<InitializedParams>(&params, &[]);
             }
             (false, None, Some(id)) => match methods_by_id[&id.to_string()].as_str() {
-                method::INITIALIZE => parses_exactly::<InitializeResult>(&message["result"]),
-                method::PROCESS_START => parses_exactly::<ProcessStartResult>(&message["result"]),
-                method::PROCESS_READ => parses_exactly::<ProcessReadResult>(&message["result"]),
+                method::INITIALIZE => parses_exactly::<InitializeResult>(
+                    &message["result"],
+                    &[("capabilities", json!({"binaryOutput": false}))],
+                ),
+                method::PROCESS_START => {
+                    parses_exactly::<ProcessStartResult>(&message["result"], &[])
+                }
+                method::PROCESS_READ => {
+                    parses_exactly::<ProcessReadResult>(&message["result"], &[])
+                }
                 other => panic!("no check for {other}"),
             },
             (false, Some(name), None) => match name {
                 notification::PROCESS_OUTPUT => {
-                    parses_exactly::<ProcessOutputNotification>(&params)
+                    parses_exactly::<ProcessOutputNotification>(&params, &[])
                 }
                 notification::PROCESS_EXITED => {
-                    parses_exactly::<ProcessExitedNotification>(&params)
+                    parses_exactly::<ProcessExitedNotification>(&params, &[])
                 }
                 notification::PROCESS_CLOSED => {
-                    parses_exactly::<ProcessClosedNotification>(&params)
+                    parses_exactly::<ProcessClosedNotification>(&params, &[])
                 }
                 other => panic!("unexpected notification {other}"),
             },

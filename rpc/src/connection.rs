@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use exec_server_core::Session;
 use exec_server_protocol::{
     Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION, ProcessRead,
-    notification,
+    ServerCapabilities, notification,
 };
 use jsonrpsee_core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse};
 use jsonrpsee_types::error::OVERSIZED_RESPONSE_CODE;
@@ -90,6 +90,8 @@ impl ConnectionShared {
             protocol_version: PROTOCOL_VERSION,
             server_name: SERVER_NAME.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            // Binary output (SPEC section 11) is not offered yet.
+            capabilities: ServerCapabilities::default(),
         })
     }
 
