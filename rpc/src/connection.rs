@@ -42,21 +42,30 @@ struct Attached {
 pub(crate) struct ConnectionShared {
     id: u64,
     server: Arc<Server>,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Message>,
+    /// The transport can carry binary frames (WebSocket), so binary output may be granted.
+    binary_frames: bool,
     /// Cancelled when the server wants this connection closed (session takeover) and
     /// when the connection ends; in-flight long polls stop on it.
     close: CancellationToken,
     state: Mutex<Handshake>,
-    /// Set by a successful `initialize`: the session to attach once the response is queued.
-    pending_attach: Mutex<Option<String>>,
+    /// Set by a successful `initialize`: the session to attach once the response is
+    /// queued, and whether its output goes out as binary frames.
+    pending_attach: Mutex<Option<(String, bool)>>,
 }
 
 impl ConnectionShared {
-    pub(crate) fn new(id: u64, server: Arc<Server>, tx: mpsc::Sender<String>) -> Arc<Self> {
+    pub(crate) fn new(
+        id: u64,
+        server: Arc<Server>,
+        tx: mpsc::Sender<Message>,
+        binary_frames: bool,
+    ) -> Arc<Self> {
         Arc::new(ConnectionShared {
             id,
             server,
             tx,
+            binary_frames,
             close: CancellationToken::new(),
             state: Mutex::new(Handshake::New),
             pending_attach: Mutex::new(None),
@@ -72,6 +81,12 @@ impl ConnectionShared {
         &self,
         params: Result<InitializeParams, Error>,
     ) -> Result<InitializeResult, Error> {
+        // SPEC section 11: granted when asked for on a transport with binary frames; a
+        // resume decides it afresh, since it is a new connection's `initialize`.
+        let binary_output = self.binary_frames
+            && params
+                .as_ref()
+                .is_ok_and(|p| p.capabilities.is_some_and(|c| c.binary_output));
         let result = self.open_session(params);
         let mut state = self.state();
         match &result {
@@ -79,7 +94,8 @@ impl ConnectionShared {
                 *self
                     .pending_attach
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(attached.session_id.clone());
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some((attached.session_id.clone(), binary_output));
                 *state = Handshake::Initialized(attached.clone());
             }
             Err(_) => *state = Handshake::New,
@@ -90,8 +106,7 @@ impl ConnectionShared {
             protocol_version: PROTOCOL_VERSION,
             server_name: SERVER_NAME.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            // Binary output (SPEC section 11) is not offered yet.
-            capabilities: ServerCapabilities::default(),
+            capabilities: ServerCapabilities { binary_output },
         })
     }
 
@@ -129,8 +144,8 @@ impl ConnectionShared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(session_id) = pending {
-            let sink = Arc::new(QueueSink::new(self.tx.clone()));
+        if let Some((session_id, binary_output)) = pending {
+            let sink = Arc::new(QueueSink::new(self.tx.clone(), binary_output));
             self.server.registry().attach(&session_id, self.id, sink);
         }
     }
@@ -190,30 +205,41 @@ impl ConnectionShared {
     }
 }
 
-/// The receiving end of a connection's outbound queue: each item is one complete JSON-RPC
-/// message (a response or a flat notification), without a trailing newline.
+/// One outbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A complete JSON-RPC message (a response or a flat notification), without a
+    /// trailing newline.
+    Text(String),
+    /// A binary output frame (SPEC section 11); only on a connection that was granted
+    /// `binaryOutput`, which only a transport with binary frames can be.
+    Binary(Vec<u8>),
+}
+
+/// The receiving end of a connection's outbound queue, in the order the messages must
+/// be written.
 #[derive(Debug)]
 pub struct Outbound {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Message>,
 }
 
 impl Outbound {
-    pub(crate) fn new(rx: mpsc::Receiver<String>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<Message>) -> Self {
         Outbound { rx }
     }
 
     /// The next message; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<String> {
+    pub async fn recv(&mut self) -> Option<Message> {
         self.rx.recv().await
     }
 
     /// The next message if one is queued already (for batching writes before a flush).
-    pub fn try_recv(&mut self) -> Option<String> {
+    pub fn try_recv(&mut self) -> Option<Message> {
         self.rx.try_recv().ok()
     }
 
     /// [`Outbound::recv`] for a plain thread (it panics inside the async runtime).
-    pub fn blocking_recv(&mut self) -> Option<String> {
+    pub fn blocking_recv(&mut self) -> Option<Message> {
         self.rx.blocking_recv()
     }
 }
@@ -348,7 +374,7 @@ fn json_text(response: MethodResponse) -> String {
 /// Queues a method's response, replacing jsonrpsee's oversized-response error with
 /// the SPEC's limit error, then tells a waiting `notify_on_completion` that it is queued.
 async fn send_response(
-    tx: &mpsc::Sender<String>,
+    tx: &mpsc::Sender<Message>,
     id: Id<'_>,
     response: MethodResponse,
     max: usize,
@@ -364,7 +390,7 @@ async fn send_response(
     let success = response.is_success();
     let (json, notify, _) = response.into_parts();
     let text = text.unwrap_or_else(|| String::from(Box::<str>::from(json)));
-    if tx.send(text).await.is_err() {
+    if tx.send(Message::Text(text)).await.is_err() {
         // The connection is gone; dropping `notify` tells the waiter so.
         return;
     }
@@ -481,7 +507,7 @@ impl Connection {
     }
 
     async fn send(&self, text: String) {
-        let _ = self.shared.tx.send(text).await;
+        let _ = self.shared.tx.send(Message::Text(text)).await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use exec_server_rpc::{Outbound, Server};
+use exec_server_rpc::{Message, Outbound, Server};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 
@@ -23,9 +23,13 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// write, and no line-buffering layer scanning every message for newlines.
 fn write_loop<W: Write>(mut outbound: Outbound, output: W) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
-    let write = |out: &mut std::io::BufWriter<W>, message: &str| {
-        out.write_all(message.as_bytes())?;
-        out.write_all(b"\n")
+    let write = |out: &mut std::io::BufWriter<W>, message: &Message| match message {
+        Message::Text(text) => {
+            out.write_all(text.as_bytes())?;
+            out.write_all(b"\n")
+        }
+        // Never granted over stdio (the connection is opened without binary frames).
+        Message::Binary(_) => Err(std::io::Error::other("a binary message on stdio")),
     };
     while let Some(first) = outbound.blocking_recv() {
         let mut next = Some(first);
@@ -57,7 +61,8 @@ where
     W: Write + Send + 'static,
     S: Future<Output = ()>,
 {
-    let (connection, outbound) = server.connect();
+    // Lines carry text only: binary output is never granted over stdio.
+    let (connection, outbound) = server.connect(false);
     let (done_tx, done_rx) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name("stdio-writer".into())

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use exec_server_rpc::Outbound;
+use exec_server_rpc::{Message, Outbound};
 use futures::StreamExt;
 use futures::io::{BufReader, BufWriter};
 use hyper::upgrade::Upgraded;
@@ -62,7 +62,8 @@ pub(crate) async fn run(
     builder.set_max_frame_size(MAX_FRAME_BYTES);
     let (sender, receiver) = builder.finish();
 
-    let (connection, outbound) = shared.rpc.connect();
+    // A WebSocket carries binary frames: binary output can be granted (SPEC section 11).
+    let (connection, outbound) = shared.rpc.connect(true);
     let conn_id = connection.id();
     tracing::info!(conn = conn_id, "WebSocket connection opened");
     let done = CancellationToken::new();
@@ -137,7 +138,8 @@ pub(crate) async fn run(
     drop(connection);
 }
 
-/// Writes queued messages as text frames (flushing when the queue runs empty) and pings
+/// Writes queued messages as text or binary frames, in queue order (flushing when the
+/// queue runs empty), and pings
 /// every `ping_interval`, until `done`; then sends a close frame.
 async fn write_loop(
     mut sender: Sender,
@@ -159,7 +161,7 @@ async fn write_loop(
                         tokio::select! {
                             biased;
                             () = done.cancelled() => return Ok(()),
-                            sent = sender.send_text_owned(message) => sent?,
+                            sent = send(&mut sender, message) => sent?,
                         }
                         match outbound.try_recv() {
                             Some(next) => message = next,
@@ -196,4 +198,12 @@ async fn write_loop(
         return;
     }
     let _ = tokio::time::timeout(CLOSE_DEADLINE, sender.close()).await;
+}
+
+/// Sends one queued message as one frame of its kind.
+async fn send(sender: &mut Sender, message: Message) -> Result<(), WsError> {
+    match message {
+        Message::Text(text) => sender.send_text_owned(text).await,
+        Message::Binary(frame) => sender.send_binary_mut(frame).await,
+    }
 }

@@ -1,0 +1,543 @@
+//! Each figure of the benchmark: what it runs against the server, and its baseline.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use exec_server_protocol::{ProcessWriteResult, WriteStatus};
+
+use super::client::{Client, Incoming, within};
+use super::server::Server;
+use super::{Row, Sizes, Target, baseline, median, percentile};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const GIB: f64 = 1024.0 * MIB;
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn multi_thread() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn step(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+/// The groups of figures, in table order; `--only NAME` runs one.
+pub const GROUPS: [&str; 5] = ["stream", "echo", "spawn", "live", "connections"];
+
+/// Every figure of the groups `only` selects (all when `None`), in table order.
+pub fn all(bin: &Path, sizes: Sizes, only: Option<&str>) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let rt = current_thread()?;
+    let selected = |group: &str| only.is_none_or(|o| o == group);
+    if selected("stream") {
+        rows.append(&mut stream_rows(bin, sizes, &rt)?);
+    }
+    if selected("echo") {
+        rows.append(&mut echo_rows(bin, sizes, &rt)?);
+    }
+    if selected("spawn") {
+        rows.append(&mut spawn_rows(bin, sizes, &rt)?);
+    }
+    if selected("live") {
+        rows.append(&mut live_rows(bin, sizes, &rt)?);
+    }
+    drop(rt);
+    if selected("connections") {
+        rows.append(&mut connection_rows(bin, sizes)?);
+    }
+    Ok(rows)
+}
+
+fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    step("raw pipe");
+    let mut raw = Vec::new();
+    for _ in 0..sizes.stream_reps {
+        raw.push(mb_per_s(
+            sizes.stream_bytes,
+            baseline::pipe(sizes.stream_bytes)?,
+        ));
+    }
+    let raw = median(&mut raw);
+    let size = format!("{} MiB", sizes.stream_bytes >> 20);
+
+    let mut cpu_per_gib = Vec::new();
+    for (label, transport, target, cpu_target) in [
+        ("ws, JSON/base64", Transport::WsJson, 0.5, 1.0),
+        ("ws, binary output", Transport::WsBinary, 0.75, 0.5),
+        ("stdio, JSON/base64", Transport::Stdio, 0.5, 1.0),
+    ] {
+        step(&format!("stream {label}"));
+        let (rate, cpu) = rt.block_on(stream_figure(bin, transport, sizes))?;
+        rows.push(Row {
+            name: format!("stream {size} over {label} (decoded, vs raw pipe)"),
+            unit: "MB/s",
+            value: rate,
+            baseline: Some(raw),
+            target: Target::RatioAtLeast(target),
+        });
+        if transport != Transport::Stdio {
+            cpu_per_gib.push(Row {
+                name: format!("server CPU per GiB streamed, {label}"),
+                unit: "s",
+                value: cpu,
+                baseline: None,
+                target: Target::AtMost(cpu_target),
+            });
+        } else {
+            cpu_per_gib.push(Row {
+                name: format!("server CPU per GiB streamed, {label}"),
+                unit: "s",
+                value: cpu,
+                baseline: None,
+                target: Target::None,
+            });
+        }
+    }
+    rows.append(&mut cpu_per_gib);
+    Ok(rows)
+}
+
+fn echo_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    step("raw pty echo");
+    let raw_echo: Vec<f64> = baseline::pty_echo(sizes.echo_warmup, sizes.echo_count)?
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e6)
+        .collect();
+    step("pty echo over ws");
+    let (mut echo, cpu_per_trip) = rt.block_on(echo_figure(bin, sizes))?;
+    let mut raw_echo_sorted = raw_echo.clone();
+    rows.push(Row {
+        name: "pty echo of 1 byte over ws, p50 (vs raw pty + cat)".into(),
+        unit: "us",
+        value: percentile(&mut echo, 0.5),
+        baseline: Some(percentile(&mut raw_echo_sorted, 0.5)),
+        target: Target::AtMost(100.0),
+    });
+    rows.push(Row {
+        name: "pty echo of 1 byte over ws, p99 (vs raw pty + cat)".into(),
+        unit: "us",
+        value: percentile(&mut echo, 0.99),
+        baseline: Some(percentile(&mut raw_echo_sorted, 0.99)),
+        target: Target::AtMost(300.0),
+    });
+    rows.push(Row {
+        name: "server CPU per pty echo round trip".into(),
+        unit: "us",
+        value: cpu_per_trip,
+        baseline: None,
+        target: Target::None,
+    });
+    Ok(rows)
+}
+
+fn spawn_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    step("raw fork/exec/wait");
+    let mut raw_spawn: Vec<f64> = baseline::fork_exec_wait(sizes.spawn_warmup, sizes.spawn_count)?
+        .iter()
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
+    step("spawn over ws");
+    let mut spawn = rt.block_on(spawn_figure(bin, sizes))?;
+    rows.push(Row {
+        name: "spawn /bin/true to `closed` over ws, p50 (vs fork/exec/wait)".into(),
+        unit: "ms",
+        value: median(&mut spawn),
+        baseline: Some(median(&mut raw_spawn)),
+        target: Target::RatioAtMost(1.5),
+    });
+    Ok(rows)
+}
+
+fn live_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    step("live processes");
+    let (threads, rss) = rt.block_on(live_figure(bin, sizes))?;
+    rows.push(Row {
+        name: format!(
+            "{} live processes, each printed once: server threads",
+            sizes.live_processes
+        ),
+        unit: "",
+        value: threads as f64,
+        baseline: None,
+        target: Target::AtMost(16.0),
+    });
+    rows.push(Row {
+        name: format!(
+            "{} live processes, each printed once: server RSS",
+            sizes.live_processes
+        ),
+        unit: "MiB",
+        value: rss as f64 / MIB,
+        baseline: None,
+        target: Target::AtMost(64.0),
+    });
+    Ok(rows)
+}
+
+fn connection_rows(bin: &Path, sizes: Sizes) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    step("connections");
+    let rt = multi_thread()?;
+    let fair = rt.block_on(connections_figure(bin, sizes))?;
+    rows.push(Row {
+        name: format!(
+            "{} connections streaming {} MiB each at once: aggregate (vs one connection)",
+            sizes.connections,
+            sizes.per_connection_bytes >> 20
+        ),
+        unit: "MB/s",
+        value: fair.aggregate,
+        baseline: Some(fair.single),
+        target: Target::RatioAtLeast(0.8),
+    });
+    rows.push(Row {
+        name: format!(
+            "{} connections at once: slowest connection (vs mean)",
+            sizes.connections
+        ),
+        unit: "MB/s",
+        value: fair.slowest,
+        baseline: Some(fair.mean),
+        target: Target::RatioAtLeast(0.5),
+    });
+    Ok(rows)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    WsJson,
+    WsBinary,
+    Stdio,
+}
+
+/// Median throughput (MB/s) and server CPU seconds per GiB over `stream_reps` streams.
+async fn stream_figure(bin: &Path, transport: Transport, sizes: Sizes) -> Result<(f64, f64)> {
+    let mut server = match transport {
+        Transport::Stdio => Server::stdio(bin, "stream-stdio", &[]).await?,
+        Transport::WsJson => Server::ws(bin, "stream-ws-json", &[]).await?,
+        Transport::WsBinary => Server::ws(bin, "stream-ws-binary", &[]).await?,
+    };
+    let mut client = server.client(transport == Transport::WsBinary).await?;
+    let mut rates = Vec::new();
+    let mut cpus = Vec::new();
+    for rep in 0..sizes.stream_reps {
+        let cpu_before = server.cpu()?;
+        let elapsed = stream(&mut client, &format!("s{rep}"), sizes.stream_bytes).await?;
+        let cpu = server.cpu()?.saturating_sub(cpu_before);
+        rates.push(mb_per_s(sizes.stream_bytes, elapsed));
+        cpus.push(cpu.as_secs_f64() * GIB / sizes.stream_bytes as f64);
+    }
+    client.close().await;
+    server.stop().await?;
+    Ok((median(&mut rates), median(&mut cpus)))
+}
+
+/// Starts `head -c BYTES /dev/zero` as `name` and receives every event until `closed`,
+/// checking seq order and the decoded byte count; returns the wall time.
+async fn stream(client: &mut Client, name: &str, bytes: u64) -> Result<Duration> {
+    let start = Instant::now();
+    let id = client
+        .start(
+            name,
+            &["head", "-c", &bytes.to_string(), "/dev/zero"],
+            false,
+        )
+        .await?;
+    let mut run = Run::new(name);
+    while !run.closed {
+        let incoming = within("output", client.recv()).await??;
+        run.take(incoming, Some(id))?;
+    }
+    let elapsed = start.elapsed();
+    ensure!(run.started, "no start response for {name}");
+    ensure!(
+        run.bytes == bytes,
+        "{name}: decoded {} of {bytes} bytes",
+        run.bytes
+    );
+    ensure!(
+        run.exit_code == Some(0),
+        "{name} exited with {:?}",
+        run.exit_code
+    );
+    Ok(elapsed)
+}
+
+/// The events of one process as they arrive, checked.
+struct Run {
+    name: String,
+    next_seq: u64,
+    bytes: u64,
+    started: bool,
+    exit_code: Option<i32>,
+    closed: bool,
+}
+
+impl Run {
+    fn new(name: &str) -> Run {
+        Run {
+            name: name.to_owned(),
+            next_seq: 1,
+            bytes: 0,
+            started: false,
+            exit_code: None,
+            closed: false,
+        }
+    }
+
+    fn event(&mut self, process_id: &str, seq: u64) -> Result<()> {
+        ensure!(
+            process_id == self.name,
+            "an event of {process_id} while running {}",
+            self.name
+        );
+        ensure!(
+            self.started,
+            "{process_id}: an event before the start response"
+        );
+        ensure!(
+            seq == self.next_seq,
+            "{process_id}: seq {seq}, expected {}",
+            self.next_seq
+        );
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn take(&mut self, incoming: Incoming, start_id: Option<u64>) -> Result<()> {
+        match incoming {
+            Incoming::Output {
+                process_id,
+                seq,
+                len,
+            } => {
+                self.event(&process_id, seq)?;
+                self.bytes += len as u64;
+            }
+            Incoming::Exited(e) => {
+                self.event(&e.process_id, e.seq)?;
+                self.exit_code = Some(e.exit_code);
+            }
+            Incoming::Closed(c) => {
+                self.event(&c.process_id, c.seq)?;
+                self.closed = true;
+            }
+            Incoming::Response { id, error, .. } => {
+                if let Some(error) = error {
+                    bail!("{}: request {id:?} failed: {error}", self.name);
+                }
+                if id.is_some() && id == start_id {
+                    self.started = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-round-trip latencies (µs) of one byte through `cat` behind a pty, and the server's
+/// CPU per round trip (µs).
+async fn echo_figure(bin: &Path, sizes: Sizes) -> Result<(Vec<f64>, f64)> {
+    let mut server = Server::ws(bin, "echo", &[]).await?;
+    let mut client = server.client(false).await?;
+    let name = "echo";
+    let start_id = client
+        .start(name, &["sh", "-c", baseline::ECHO_SCRIPT], true)
+        .await?;
+    let mut run = Run::new(name);
+    // Wait for the script's "R": the terminal is in raw mode and `cat` is running.
+    loop {
+        let incoming = within("the echo script", client.recv()).await??;
+        let output = matches!(incoming, Incoming::Output { .. });
+        run.take(incoming, Some(start_id))?;
+        if output {
+            ensure!(
+                client.chunk() == b"R",
+                "unexpected output {:?}",
+                client.chunk()
+            );
+            break;
+        }
+    }
+    let mut times = Vec::with_capacity(sizes.echo_count);
+    let mut cpu_before = server.cpu()?;
+    for i in 0..sizes.echo_warmup + sizes.echo_count {
+        if i == sizes.echo_warmup {
+            cpu_before = server.cpu()?;
+        }
+        let begin = Instant::now();
+        client.write(name, b"x").await?;
+        loop {
+            match within("an echo", client.recv()).await?? {
+                Incoming::Output {
+                    process_id,
+                    seq,
+                    len,
+                } => {
+                    run.event(&process_id, seq)?;
+                    ensure!(
+                        len == 1 && client.chunk() == b"x",
+                        "echoed {:?}",
+                        client.chunk()
+                    );
+                    break;
+                }
+                Incoming::Response { result, error, .. } => {
+                    if let Some(error) = error {
+                        bail!("process/write failed: {error}");
+                    }
+                    let result: ProcessWriteResult =
+                        serde_json::from_value(result.context("no result")?)?;
+                    ensure!(result.status == WriteStatus::Accepted, "write {result:?}");
+                }
+                other => bail!("unexpected {other:?} during the echo"),
+            }
+        }
+        if i >= sizes.echo_warmup {
+            times.push(begin.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let cpu = server.cpu()?.saturating_sub(cpu_before);
+    client.close().await;
+    server.stop().await?;
+    Ok((times, cpu.as_secs_f64() * 1e6 / sizes.echo_count as f64))
+}
+
+/// Milliseconds from sending `process/start` of `/bin/true` to its `process/closed`.
+async fn spawn_figure(bin: &Path, sizes: Sizes) -> Result<Vec<f64>> {
+    let max = (sizes.spawn_warmup + sizes.spawn_count + 16).to_string();
+    let mut server = Server::ws(bin, "spawn", &["--max-processes", &max]).await?;
+    let mut client = server.client(false).await?;
+    let mut times = Vec::with_capacity(sizes.spawn_count);
+    for i in 0..sizes.spawn_warmup + sizes.spawn_count {
+        let name = format!("t{i}");
+        let begin = Instant::now();
+        let id = client.start(&name, &["/bin/true"], false).await?;
+        let mut run = Run::new(&name);
+        while !run.closed {
+            let incoming = within("a spawn", client.recv()).await??;
+            run.take(incoming, Some(id))?;
+        }
+        let elapsed = begin.elapsed();
+        ensure!(
+            run.exit_code == Some(0),
+            "/bin/true exited {:?}",
+            run.exit_code
+        );
+        if i >= sizes.spawn_warmup {
+            times.push(elapsed.as_secs_f64() * 1e3);
+        }
+    }
+    client.close().await;
+    server.stop().await?;
+    Ok(times)
+}
+
+/// Starts `live_processes` processes that print once and stay alive (at most 32 starts in
+/// flight); once every one has printed, returns the server's threads and RSS.
+async fn live_figure(bin: &Path, sizes: Sizes) -> Result<(u64, u64)> {
+    const WINDOW: usize = 32;
+    let max = (sizes.live_processes + 16).to_string();
+    let mut server = Server::ws(bin, "live", &["--max-processes", &max]).await?;
+    let mut client = server.client(false).await?;
+    let script = "echo ready; exec sleep 600";
+    let mut sent = 0;
+    let mut answered = 0;
+    let mut printed = 0;
+    let mut pending: HashMap<u64, String> = HashMap::new();
+    while printed < sizes.live_processes || answered < sizes.live_processes {
+        if sent < sizes.live_processes && pending.len() < WINDOW {
+            let name = format!("live{sent}");
+            let id = client.start(&name, &["sh", "-c", script], false).await?;
+            pending.insert(id, name);
+            sent += 1;
+            continue;
+        }
+        match within("live processes", client.recv()).await?? {
+            Incoming::Response { id, error, .. } => {
+                let name = id.and_then(|id| pending.remove(&id));
+                if let Some(error) = error {
+                    bail!("process/start {name:?} failed: {error}");
+                }
+                ensure!(name.is_some(), "an unexpected response {id:?}");
+                answered += 1;
+            }
+            Incoming::Output { .. } => {
+                ensure!(client.chunk() == b"ready\n", "printed {:?}", client.chunk());
+                printed += 1;
+            }
+            other => bail!("unexpected {other:?}: a live process ended"),
+        }
+    }
+    let threads = server.threads()?;
+    let rss = server.rss()?;
+    client.close().await;
+    server.stop().await?;
+    Ok((threads, rss))
+}
+
+struct Fairness {
+    single: f64,
+    aggregate: f64,
+    slowest: f64,
+    mean: f64,
+}
+
+/// One connection streaming `connections × per_connection_bytes`, then `connections`
+/// connections streaming `per_connection_bytes` each at once.
+async fn connections_figure(bin: &Path, sizes: Sizes) -> Result<Fairness> {
+    let mut server = Server::ws(bin, "connections", &[]).await?;
+    let total = sizes.per_connection_bytes * sizes.connections as u64;
+    let mut one = server.client(false).await?;
+    let single = mb_per_s(total, stream(&mut one, "single", total).await?);
+    one.close().await;
+
+    let mut clients = Vec::new();
+    for _ in 0..sizes.connections {
+        clients.push(server.client(false).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let bytes = sizes.per_connection_bytes;
+        tasks.push(tokio::spawn(async move {
+            let result = stream(&mut client, &format!("c{i}"), bytes).await;
+            client.close().await;
+            result.map(|_| start.elapsed())
+        }));
+    }
+    let mut rates = Vec::new();
+    let mut last = Duration::ZERO;
+    for task in tasks {
+        let done = task.await??;
+        last = last.max(done);
+        rates.push(mb_per_s(sizes.per_connection_bytes, done));
+    }
+    server.stop().await?;
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(Fairness {
+        single,
+        aggregate: mb_per_s(total, last),
+        slowest,
+        mean,
+    })
+}
