@@ -67,43 +67,52 @@ fn open_pty() -> Result<(File, File)> {
     }
 }
 
-/// One byte written to a pty master, through `cat` on the slave, and read back, `count`
-/// times after `warmup` untimed round trips.
-pub fn pty_echo(warmup: usize, count: usize) -> Result<Vec<Duration>> {
-    let (mut master, slave) = open_pty()?;
-    let mut child = Command::new("sh")
-        .args(["-c", ECHO_SCRIPT])
-        .stdin(slave.try_clone()?)
-        .stdout(slave.try_clone()?)
-        .stderr(slave)
-        .spawn()
-        .context("spawn sh behind the pty")?;
-    let mut byte = [0u8; 1];
-    master.read_exact(&mut byte)?;
-    ensure!(byte == *b"R", "unexpected first byte {byte:?} from the pty");
-    let mut times = Vec::with_capacity(count);
-    for i in 0..warmup + count {
-        let start = Instant::now();
-        master.write_all(b"x")?;
-        master.read_exact(&mut byte)?;
-        let elapsed = start.elapsed();
-        ensure!(byte == *b"x", "the pty echoed {byte:?}");
-        if i >= warmup {
-            times.push(elapsed);
-        }
-    }
-    let _ = child.kill();
-    drop(master);
-    let _ = child.wait();
-    Ok(times)
+/// `cat` in raw mode behind a pty the bench holds the master of.
+pub struct RawPty {
+    master: File,
+    child: std::process::Child,
 }
 
-/// fork, execv `/bin/true`, waitpid: `count` times after `warmup`.
-pub fn fork_exec_wait(warmup: usize, count: usize) -> Result<Vec<Duration>> {
+impl RawPty {
+    /// Starts [`ECHO_SCRIPT`] on a new pty and waits until it is ready.
+    pub fn open() -> Result<RawPty> {
+        let (mut master, slave) = open_pty()?;
+        let child = Command::new("sh")
+            .args(["-c", ECHO_SCRIPT])
+            .stdin(slave.try_clone()?)
+            .stdout(slave.try_clone()?)
+            .stderr(slave)
+            .spawn()
+            .context("spawn sh behind the pty")?;
+        let mut byte = [0u8; 1];
+        master.read_exact(&mut byte)?;
+        ensure!(byte == *b"R", "unexpected first byte {byte:?} from the pty");
+        Ok(RawPty { master, child })
+    }
+
+    /// One byte written to the master, through `cat`, and read back.
+    pub fn round_trip(&mut self) -> Result<Duration> {
+        let mut byte = [0u8; 1];
+        let start = Instant::now();
+        self.master.write_all(b"x")?;
+        self.master.read_exact(&mut byte)?;
+        let elapsed = start.elapsed();
+        ensure!(byte == *b"x", "the pty echoed {byte:?}");
+        Ok(elapsed)
+    }
+
+    pub fn close(mut self) {
+        let _ = self.child.kill();
+        drop(self.master);
+        let _ = self.child.wait();
+    }
+}
+
+/// fork, execv `/bin/true`, waitpid, `count` times; pushes each one's milliseconds.
+pub fn fork_exec_wait(count: usize, times: &mut Vec<f64>) -> Result<()> {
     let path = CString::new("/bin/true")?;
     let argv = [path.as_ptr(), std::ptr::null()];
-    let mut times = Vec::with_capacity(count);
-    for i in 0..warmup + count {
+    for _ in 0..count {
         let start = Instant::now();
         // SAFETY: the child only calls execv and _exit (async-signal-safe); the argv
         // pointers were built before the fork.
@@ -129,9 +138,7 @@ pub fn fork_exec_wait(warmup: usize, count: usize) -> Result<Vec<Duration>> {
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "/bin/true failed"
         );
-        if i >= warmup {
-            times.push(elapsed);
-        }
+        times.push(elapsed.as_secs_f64() * 1e3);
     }
-    Ok(times)
+    Ok(())
 }

@@ -62,107 +62,160 @@ pub fn all(bin: &Path, sizes: Sizes, only: Option<&str>) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// The streamed figures: label, transport, throughput target (ratio to the raw pipe),
+/// server CPU target (seconds per GiB).
+const STREAMS: [(&str, Transport, f64, Option<f64>); 3] = [
+    ("ws, JSON/base64", Transport::WsJson, 0.5, Some(1.0)),
+    ("ws, binary output", Transport::WsBinary, 0.75, Some(0.5)),
+    ("stdio, JSON/base64", Transport::Stdio, 0.5, None),
+];
+
+/// The raw pipe and each transport in turn, `stream_reps` rounds, so that load from
+/// elsewhere on the machine falls on the baseline and the figures alike; medians.
 fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    step("raw pipe");
+    step("stream: the raw pipe and each transport, interleaved");
+    let mut streams = Vec::new();
+    for (_, transport, _, _) in STREAMS {
+        let mut server = rt.block_on(async {
+            match transport {
+                Transport::Stdio => Server::stdio(bin, "stream-stdio", &[]).await,
+                Transport::WsJson => Server::ws(bin, "stream-ws-json", &[]).await,
+                Transport::WsBinary => Server::ws(bin, "stream-ws-binary", &[]).await,
+            }
+        })?;
+        let client = rt.block_on(server.client(transport == Transport::WsBinary))?;
+        streams.push((server, client));
+    }
+    let bytes = sizes.stream_bytes;
     let mut raw = Vec::new();
-    for _ in 0..sizes.stream_reps {
-        raw.push(mb_per_s(
-            sizes.stream_bytes,
-            baseline::pipe(sizes.stream_bytes)?,
-        ));
+    let mut rates = vec![Vec::new(); STREAMS.len()];
+    let mut cpus = vec![Vec::new(); STREAMS.len()];
+    for rep in 0..sizes.stream_reps {
+        raw.push(mb_per_s(bytes, baseline::pipe(bytes)?));
+        for (i, (server, client)) in streams.iter_mut().enumerate() {
+            let cpu_before = server.cpu()?;
+            let elapsed = rt.block_on(stream(client, &format!("s{rep}"), bytes))?;
+            let cpu = server.cpu()?.saturating_sub(cpu_before);
+            rates[i].push(mb_per_s(bytes, elapsed));
+            cpus[i].push(cpu.as_secs_f64() * GIB / bytes as f64);
+        }
+    }
+    for (server, client) in streams {
+        rt.block_on(async {
+            client.close().await;
+            server.stop().await
+        })?;
     }
     let raw = median(&mut raw);
-    let size = format!("{} MiB", sizes.stream_bytes >> 20);
-
-    let mut cpu_per_gib = Vec::new();
-    for (label, transport, target, cpu_target) in [
-        ("ws, JSON/base64", Transport::WsJson, 0.5, 1.0),
-        ("ws, binary output", Transport::WsBinary, 0.75, 0.5),
-        ("stdio, JSON/base64", Transport::Stdio, 0.5, 1.0),
-    ] {
-        step(&format!("stream {label}"));
-        let (rate, cpu) = rt.block_on(stream_figure(bin, transport, sizes))?;
+    let size = format!("{} MiB", bytes >> 20);
+    let mut rows = Vec::new();
+    for (i, (label, _, target, _)) in STREAMS.iter().enumerate() {
         rows.push(Row {
             name: format!("stream {size} over {label} (decoded, vs raw pipe)"),
             unit: "MB/s",
-            value: rate,
+            value: median(&mut rates[i]),
             baseline: Some(raw),
-            target: Target::RatioAtLeast(target),
+            target: Target::RatioAtLeast(*target),
         });
-        if transport != Transport::Stdio {
-            cpu_per_gib.push(Row {
-                name: format!("server CPU per GiB streamed, {label}"),
-                unit: "s",
-                value: cpu,
-                baseline: None,
-                target: Target::AtMost(cpu_target),
-            });
-        } else {
-            cpu_per_gib.push(Row {
-                name: format!("server CPU per GiB streamed, {label}"),
-                unit: "s",
-                value: cpu,
-                baseline: None,
-                target: Target::None,
-            });
-        }
     }
-    rows.append(&mut cpu_per_gib);
+    for (i, (label, _, _, cpu_target)) in STREAMS.iter().enumerate() {
+        rows.push(Row {
+            name: format!("server CPU per GiB streamed, {label}"),
+            unit: "s",
+            value: median(&mut cpus[i]),
+            baseline: None,
+            target: cpu_target.map_or(Target::None, Target::AtMost),
+        });
+    }
     Ok(rows)
 }
 
+/// Rounds in which the baseline and the server take turns (latency figures).
+const ROUNDS: usize = 10;
+
 fn echo_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    step("raw pty echo");
-    let raw_echo: Vec<f64> = baseline::pty_echo(sizes.echo_warmup, sizes.echo_count)?
-        .iter()
-        .map(|d| d.as_secs_f64() * 1e6)
-        .collect();
-    step("pty echo over ws");
-    let (mut echo, cpu_per_trip) = rt.block_on(echo_figure(bin, sizes))?;
-    let mut raw_echo_sorted = raw_echo.clone();
-    rows.push(Row {
-        name: "pty echo of 1 byte over ws, p50 (vs raw pty + cat)".into(),
-        unit: "us",
-        value: percentile(&mut echo, 0.5),
-        baseline: Some(percentile(&mut raw_echo_sorted, 0.5)),
-        target: Target::AtMost(100.0),
-    });
-    rows.push(Row {
-        name: "pty echo of 1 byte over ws, p99 (vs raw pty + cat)".into(),
-        unit: "us",
-        value: percentile(&mut echo, 0.99),
-        baseline: Some(percentile(&mut raw_echo_sorted, 0.99)),
-        target: Target::AtMost(300.0),
-    });
-    rows.push(Row {
-        name: "server CPU per pty echo round trip".into(),
-        unit: "us",
-        value: cpu_per_trip,
-        baseline: None,
-        target: Target::None,
-    });
-    Ok(rows)
+    step("pty echo: raw pty + cat and the server, interleaved");
+    let mut raw = baseline::RawPty::open()?;
+    let mut echo = rt.block_on(Echo::open(bin))?;
+    let mut raw_times = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..sizes.echo_warmup {
+        raw.round_trip()?;
+    }
+    rt.block_on(echo.round_trips(sizes.echo_warmup, &mut Vec::new()))?;
+    let per_round = sizes.echo_count.div_ceil(ROUNDS);
+    let mut cpu = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        for _ in 0..per_round {
+            raw_times.push(raw.round_trip()?.as_secs_f64() * 1e6);
+        }
+        let cpu_before = echo.server.cpu()?;
+        rt.block_on(echo.round_trips(per_round, &mut times))?;
+        cpu += echo.server.cpu()?.saturating_sub(cpu_before);
+    }
+    raw.close();
+    rt.block_on(echo.close())?;
+    let cpu_per_trip = cpu.as_secs_f64() * 1e6 / times.len() as f64;
+    Ok(vec![
+        Row {
+            name: "pty echo of 1 byte over ws, p50 (vs raw pty + cat)".into(),
+            unit: "us",
+            value: percentile(&mut times, 0.5),
+            baseline: Some(percentile(&mut raw_times, 0.5)),
+            target: Target::AtMost(100.0),
+        },
+        Row {
+            name: "pty echo of 1 byte over ws, p99 (vs raw pty + cat)".into(),
+            unit: "us",
+            value: percentile(&mut times, 0.99),
+            baseline: Some(percentile(&mut raw_times, 0.99)),
+            target: Target::AtMost(300.0),
+        },
+        Row {
+            name: "server CPU per pty echo round trip".into(),
+            unit: "us",
+            value: cpu_per_trip,
+            baseline: None,
+            target: Target::None,
+        },
+    ])
 }
 
 fn spawn_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    step("raw fork/exec/wait");
-    let mut raw_spawn: Vec<f64> = baseline::fork_exec_wait(sizes.spawn_warmup, sizes.spawn_count)?
-        .iter()
-        .map(|d| d.as_secs_f64() * 1e3)
-        .collect();
-    step("spawn over ws");
-    let mut spawn = rt.block_on(spawn_figure(bin, sizes))?;
-    rows.push(Row {
+    step("spawn: fork/exec/wait and the server, interleaved");
+    let max = (sizes.spawn_warmup + sizes.spawn_count + ROUNDS + 16).to_string();
+    let (server, mut client) = rt.block_on(async {
+        let mut server = Server::ws(bin, "spawn", &["--max-processes", &max]).await?;
+        let client = server.client(false).await?;
+        anyhow::Ok((server, client))
+    })?;
+    let mut next = 0;
+    let mut discard = Vec::new();
+    baseline::fork_exec_wait(sizes.spawn_warmup, &mut discard)?;
+    rt.block_on(spawns(
+        &mut client,
+        &mut next,
+        sizes.spawn_warmup,
+        &mut discard,
+    ))?;
+    let per_round = sizes.spawn_count.div_ceil(ROUNDS);
+    let mut raw = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..ROUNDS {
+        baseline::fork_exec_wait(per_round, &mut raw)?;
+        rt.block_on(spawns(&mut client, &mut next, per_round, &mut times))?;
+    }
+    rt.block_on(async {
+        client.close().await;
+        server.stop().await
+    })?;
+    Ok(vec![Row {
         name: "spawn /bin/true to `closed` over ws, p50 (vs fork/exec/wait)".into(),
         unit: "ms",
-        value: median(&mut spawn),
-        baseline: Some(median(&mut raw_spawn)),
+        value: median(&mut times),
+        baseline: Some(median(&mut raw)),
         target: Target::RatioAtMost(1.5),
-    });
-    Ok(rows)
+    }])
 }
 
 fn live_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<Vec<Row>> {
@@ -226,28 +279,6 @@ enum Transport {
     WsJson,
     WsBinary,
     Stdio,
-}
-
-/// Median throughput (MB/s) and server CPU seconds per GiB over `stream_reps` streams.
-async fn stream_figure(bin: &Path, transport: Transport, sizes: Sizes) -> Result<(f64, f64)> {
-    let mut server = match transport {
-        Transport::Stdio => Server::stdio(bin, "stream-stdio", &[]).await?,
-        Transport::WsJson => Server::ws(bin, "stream-ws-json", &[]).await?,
-        Transport::WsBinary => Server::ws(bin, "stream-ws-binary", &[]).await?,
-    };
-    let mut client = server.client(transport == Transport::WsBinary).await?;
-    let mut rates = Vec::new();
-    let mut cpus = Vec::new();
-    for rep in 0..sizes.stream_reps {
-        let cpu_before = server.cpu()?;
-        let elapsed = stream(&mut client, &format!("s{rep}"), sizes.stream_bytes).await?;
-        let cpu = server.cpu()?.saturating_sub(cpu_before);
-        rates.push(mb_per_s(sizes.stream_bytes, elapsed));
-        cpus.push(cpu.as_secs_f64() * GIB / sizes.stream_bytes as f64);
-    }
-    client.close().await;
-    server.stop().await?;
-    Ok((median(&mut rates), median(&mut cpus)))
 }
 
 /// Starts `head -c BYTES /dev/zero` as `name` and receives every event until `closed`,
@@ -353,82 +384,97 @@ impl Run {
     }
 }
 
-/// Per-round-trip latencies (µs) of one byte through `cat` behind a pty, and the server's
-/// CPU per round trip (µs).
-async fn echo_figure(bin: &Path, sizes: Sizes) -> Result<(Vec<f64>, f64)> {
-    let mut server = Server::ws(bin, "echo", &[]).await?;
-    let mut client = server.client(false).await?;
-    let name = "echo";
-    let start_id = client
-        .start(name, &["sh", "-c", baseline::ECHO_SCRIPT], true)
-        .await?;
-    let mut run = Run::new(name);
-    // Wait for the script's "R": the terminal is in raw mode and `cat` is running.
-    loop {
-        let incoming = within("the echo script", client.recv()).await??;
-        let output = matches!(incoming, Incoming::Output { .. });
-        run.take(incoming, Some(start_id))?;
-        if output {
-            ensure!(
-                client.chunk() == b"R",
-                "unexpected output {:?}",
-                client.chunk()
-            );
-            break;
-        }
-    }
-    let mut times = Vec::with_capacity(sizes.echo_count);
-    let mut cpu_before = server.cpu()?;
-    for i in 0..sizes.echo_warmup + sizes.echo_count {
-        if i == sizes.echo_warmup {
-            cpu_before = server.cpu()?;
-        }
-        let begin = Instant::now();
-        client.write(name, b"x").await?;
-        loop {
-            match within("an echo", client.recv()).await?? {
-                Incoming::Output {
-                    process_id,
-                    seq,
-                    len,
-                } => {
-                    run.event(&process_id, seq)?;
-                    ensure!(
-                        len == 1 && client.chunk() == b"x",
-                        "echoed {:?}",
-                        client.chunk()
-                    );
-                    break;
-                }
-                Incoming::Response { result, error, .. } => {
-                    if let Some(error) = error {
-                        bail!("process/write failed: {error}");
-                    }
-                    let result: ProcessWriteResult =
-                        serde_json::from_value(result.context("no result")?)?;
-                    ensure!(result.status == WriteStatus::Accepted, "write {result:?}");
-                }
-                other => bail!("unexpected {other:?} during the echo"),
-            }
-        }
-        if i >= sizes.echo_warmup {
-            times.push(begin.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    let cpu = server.cpu()?.saturating_sub(cpu_before);
-    client.close().await;
-    server.stop().await?;
-    Ok((times, cpu.as_secs_f64() * 1e6 / sizes.echo_count as f64))
+/// A server with `cat` behind a pty in raw mode, for one-byte round trips.
+struct Echo {
+    server: Server,
+    client: Client,
+    run: Run,
 }
 
-/// Milliseconds from sending `process/start` of `/bin/true` to its `process/closed`.
-async fn spawn_figure(bin: &Path, sizes: Sizes) -> Result<Vec<f64>> {
-    let max = (sizes.spawn_warmup + sizes.spawn_count + 16).to_string();
-    let mut server = Server::ws(bin, "spawn", &["--max-processes", &max]).await?;
-    let mut client = server.client(false).await?;
-    let mut times = Vec::with_capacity(sizes.spawn_count);
-    for i in 0..sizes.spawn_warmup + sizes.spawn_count {
-        let name = format!("t{i}");
+impl Echo {
+    const NAME: &str = "echo";
+
+    async fn open(bin: &Path) -> Result<Echo> {
+        let mut server = Server::ws(bin, "echo", &[]).await?;
+        let mut client = server.client(false).await?;
+        let start_id = client
+            .start(Echo::NAME, &["sh", "-c", baseline::ECHO_SCRIPT], true)
+            .await?;
+        let mut run = Run::new(Echo::NAME);
+        // Wait for the script's "R": the terminal is in raw mode and `cat` is running.
+        loop {
+            let incoming = within("the echo script", client.recv()).await??;
+            let output = matches!(incoming, Incoming::Output { .. });
+            run.take(incoming, Some(start_id))?;
+            if output {
+                ensure!(
+                    client.chunk() == b"R",
+                    "unexpected output {:?}",
+                    client.chunk()
+                );
+                break;
+            }
+        }
+        Ok(Echo {
+            server,
+            client,
+            run,
+        })
+    }
+
+    /// `count` round trips of one byte, pushing each one's latency in µs to `times`.
+    async fn round_trips(&mut self, count: usize, times: &mut Vec<f64>) -> Result<()> {
+        for _ in 0..count {
+            let begin = Instant::now();
+            self.client.write(Echo::NAME, b"x").await?;
+            loop {
+                match within("an echo", self.client.recv()).await?? {
+                    Incoming::Output {
+                        process_id,
+                        seq,
+                        len,
+                    } => {
+                        self.run.event(&process_id, seq)?;
+                        ensure!(
+                            len == 1 && self.client.chunk() == b"x",
+                            "echoed {:?}",
+                            self.client.chunk()
+                        );
+                        break;
+                    }
+                    Incoming::Response { result, error, .. } => {
+                        if let Some(error) = error {
+                            bail!("process/write failed: {error}");
+                        }
+                        let result: ProcessWriteResult =
+                            serde_json::from_value(result.context("no result")?)?;
+                        ensure!(result.status == WriteStatus::Accepted, "write {result:?}");
+                    }
+                    other => bail!("unexpected {other:?} during the echo"),
+                }
+            }
+            times.push(begin.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> Result<()> {
+        self.client.close().await;
+        self.server.stop().await
+    }
+}
+
+/// `count` spawns of `/bin/true`, each from sending `process/start` to its
+/// `process/closed`, in milliseconds.
+async fn spawns(
+    client: &mut Client,
+    next: &mut usize,
+    count: usize,
+    times: &mut Vec<f64>,
+) -> Result<()> {
+    for _ in 0..count {
+        let name = format!("t{next}");
+        *next += 1;
         let begin = Instant::now();
         let id = client.start(&name, &["/bin/true"], false).await?;
         let mut run = Run::new(&name);
@@ -442,13 +488,9 @@ async fn spawn_figure(bin: &Path, sizes: Sizes) -> Result<Vec<f64>> {
             "/bin/true exited {:?}",
             run.exit_code
         );
-        if i >= sizes.spawn_warmup {
-            times.push(elapsed.as_secs_f64() * 1e3);
-        }
+        times.push(elapsed.as_secs_f64() * 1e3);
     }
-    client.close().await;
-    server.stop().await?;
-    Ok(times)
+    Ok(())
 }
 
 /// Starts `live_processes` processes that print once and stay alive (at most 32 starts in

@@ -38,7 +38,7 @@ pub struct Sizes {
 impl Sizes {
     const FULL: Sizes = Sizes {
         stream_bytes: 256 << 20,
-        stream_reps: 3,
+        stream_reps: 5,
         echo_warmup: 200,
         echo_count: 5000,
         spawn_warmup: 20,
@@ -49,7 +49,7 @@ impl Sizes {
     };
     const QUICK: Sizes = Sizes {
         stream_bytes: 4 << 20,
-        stream_reps: 1,
+        stream_reps: 2,
         echo_warmup: 5,
         echo_count: 50,
         spawn_warmup: 2,
