@@ -1,7 +1,5 @@
 //! The event sink core pushes into: each event becomes one flat JSON-RPC notification (or, when granted, a binary output frame) on the connection's outbound queue.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use exec_server_core::{Event, EventSink, SinkClosed};
 use exec_server_protocol::{
     Base64Bytes, Notification, ProcessClosed, ProcessExited, ProcessOutput,
@@ -37,8 +35,9 @@ const MARKER_TAIL: &str = "++++\"}}";
 /// `process/output` without serde_json's escape scan over the base64 text (a large
 /// share of the server's CPU when streaming): the notification is serialized with a
 /// 3-byte marker chunk, and when the marker's base64 ends the text (the chunk is the
-/// last field) the real chunk is base64-encoded straight into its place. Otherwise it
-/// falls back to plain serialization.
+/// last field) the real chunk is base64-encoded straight into its place, with a SIMD
+/// encoder (standard alphabet, padded: the same text as the protocol's `Base64Bytes`).
+/// Otherwise it falls back to plain serialization.
 fn output_json(n: &ProcessOutputNotification) -> String {
     let marked = ProcessOutputNotification {
         process_id: n.process_id.clone(),
@@ -51,8 +50,9 @@ fn output_json(n: &ProcessOutputNotification) -> String {
         return flat::<ProcessOutput>(n);
     }
     text.truncate(text.len() - MARKER_TAIL.len());
-    text.reserve(n.chunk.len().div_ceil(3) * 4 + MARKER_TAIL.len());
-    STANDARD.encode_string(n.chunk.as_bytes(), &mut text);
+    let engine = &base64_simd::STANDARD;
+    text.reserve(engine.encoded_length(n.chunk.len()) + MARKER_TAIL.len());
+    engine.encode_append(n.chunk.as_bytes(), &mut text);
     text.push_str("\"}}");
     text
 }

@@ -22,7 +22,9 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// It runs on a thread of its own with plain blocking writes: no runtime hop per
 /// write, and no line-buffering layer scanning every message for newlines.
 fn write_loop<W: Write>(mut outbound: Outbound, output: W) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
+    // Larger than one output message (~88 KiB): a message and its newline reach the
+    // output in one write, with further queued messages, never a 1-byte write of its own.
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, output);
     let write = |out: &mut std::io::BufWriter<W>, message: &Message| match message {
         Message::Text(text) => {
             out.write_all(text.as_bytes())?;

@@ -18,6 +18,12 @@ use crate::server::Shared;
 type Io = BufReader<BufWriter<Compat<TokioIo<Upgraded>>>>;
 type Sender = soketto::Sender<Io>;
 
+/// The socket's write buffer: a frame's header and its payload (an output message is
+/// at most ~88 KiB) reach the socket in one write, and several queued messages share a
+/// write, instead of a separate tiny write (and TCP segment, and wake-up of the peer)
+/// for each frame header.
+const WRITE_BUFFER_BYTES: usize = 128 * 1024;
+
 /// How long closing a connection may wait for the close frame to be written.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -56,7 +62,10 @@ pub(crate) async fn run(
     handshake: soketto::handshake::http::Server,
     upgraded: Upgraded,
 ) {
-    let io = BufReader::new(BufWriter::new(TokioIo::new(upgraded).compat()));
+    let io = BufReader::new(BufWriter::with_capacity(
+        WRITE_BUFFER_BYTES,
+        TokioIo::new(upgraded).compat(),
+    ));
     let mut builder = handshake.into_builder(io);
     builder.set_max_message_size(shared.rpc.config().max_message_bytes);
     builder.set_max_frame_size(MAX_FRAME_BYTES);

@@ -53,9 +53,10 @@ pub enum Incoming {
     },
 }
 
-/// A JSON-RPC message as the bench reads it. Output params are borrowed so the chunk's
-/// base64 text is decoded straight from the received message (the protocol's own
-/// `ProcessOutputNotification` would decode it into a fresh allocation).
+/// A JSON-RPC message as the bench reads it, in one pass over the text. Event params
+/// are borrowed, so an output chunk's base64 text is decoded straight from the
+/// received message (the protocol's own `ProcessOutputNotification` would decode it
+/// into a fresh allocation, after a second pass over a `RawValue`).
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(default, borrow)]
@@ -63,22 +64,27 @@ struct Envelope<'a> {
     #[serde(default)]
     id: Option<u64>,
     #[serde(default, borrow)]
-    params: Option<&'a serde_json::value::RawValue>,
+    params: Option<EventParams<'a>>,
     #[serde(default)]
     result: Option<Value>,
     #[serde(default)]
     error: Option<Value>,
 }
 
-/// The params of `process/output`, borrowed (the fields of `ProcessOutputNotification`).
+/// The params of `process/output`, `process/exited` and `process/closed` (the fields
+/// of the protocol's notification types), borrowed.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OutputParams<'a> {
+struct EventParams<'a> {
     #[serde(borrow)]
     process_id: Cow<'a, str>,
     seq: u64,
-    #[serde(borrow)]
-    chunk: Cow<'a, str>,
+    #[serde(default, borrow)]
+    chunk: Option<Cow<'a, str>>,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    signal: Option<String>,
 }
 
 /// Where the last output chunk's bytes are.
@@ -87,13 +93,18 @@ enum Last {
     Frame(tokio_tungstenite::tungstenite::Bytes, usize),
 }
 
+/// Reads messages and decodes output chunks into a reused buffer.
+struct Decoder {
+    decoded: Vec<u8>,
+    last: Last,
+}
+
 /// A connection to a server, initialized.
 pub struct Client {
     conn: Conn,
     next_id: u64,
-    decoded: Vec<u8>,
+    decoder: Decoder,
     line: Vec<u8>,
-    last: Last,
     /// Whether the server granted binary output.
     pub binary: bool,
 }
@@ -130,9 +141,8 @@ impl Client {
         let mut client = Client {
             conn,
             next_id: 0,
-            decoded: Vec::new(),
+            decoder: Decoder::new(),
             line: Vec::new(),
-            last: Last::Decoded(0),
             binary: false,
         };
         let params = InitializeParams {
@@ -230,10 +240,7 @@ impl Client {
 
     /// The bytes of the last output event [`Client::recv`] returned.
     pub fn chunk(&self) -> &[u8] {
-        match &self.last {
-            Last::Decoded(n) => &self.decoded[..*n],
-            Last::Frame(frame, start) => &frame[*start..],
-        }
+        self.decoder.chunk()
     }
 
     /// The next message (no deadline: wrap it in [`within`]).
@@ -244,7 +251,7 @@ impl Client {
                     None => bail!("the server closed the connection"),
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(Message::Text(text))) => {
-                        return self.parse(text.as_bytes());
+                        return self.decoder.parse(text.as_bytes());
                     }
                     Some(Ok(Message::Binary(frame))) => {
                         let out = decode_output_frame(&frame).map_err(|e| anyhow!("{e}"))?;
@@ -254,7 +261,7 @@ impl Client {
                             len: out.chunk.len(),
                         };
                         let start = frame.len() - out.chunk.len();
-                        self.last = Last::Frame(frame, start);
+                        self.decoder.last = Last::Frame(frame, start);
                         return Ok(incoming);
                     }
                     Some(Ok(Message::Close(_))) => bail!("the server closed the connection"),
@@ -268,53 +275,10 @@ impl Client {
                 if n == 0 {
                     bail!("the server closed its stdout");
                 }
-                let result = self.parse(&line);
+                let result = self.decoder.parse(&line);
                 self.line = line;
                 result
             }
-        }
-    }
-
-    fn parse(&mut self, text: &[u8]) -> Result<Incoming> {
-        let envelope: Envelope<'_> = serde_json::from_slice(text)
-            .with_context(|| format!("invalid JSON: {}", String::from_utf8_lossy(text)))?;
-        let Some(name) = envelope.method else {
-            return Ok(Incoming::Response {
-                id: envelope.id,
-                result: envelope.result,
-                error: envelope.error,
-            });
-        };
-        let params = envelope.params.context("a notification without params")?;
-        match &*name {
-            notification::PROCESS_OUTPUT => {
-                let p: OutputParams<'_> = serde_json::from_str(params.get())?;
-                let engine = &base64_simd::STANDARD;
-                let need = engine.estimated_decoded_length(p.chunk.len());
-                if self.decoded.len() < need {
-                    self.decoded.resize(need, 0);
-                }
-                let len = engine
-                    .decode(
-                        p.chunk.as_bytes(),
-                        base64_simd::Out::from_slice(&mut self.decoded[..need]),
-                    )
-                    .map_err(|e| anyhow!("invalid base64 in an output chunk: {e}"))?
-                    .len();
-                self.last = Last::Decoded(len);
-                Ok(Incoming::Output {
-                    process_id: p.process_id.into_owned(),
-                    seq: p.seq,
-                    len,
-                })
-            }
-            notification::PROCESS_EXITED => {
-                Ok(Incoming::Exited(serde_json::from_str(params.get())?))
-            }
-            notification::PROCESS_CLOSED => {
-                Ok(Incoming::Closed(serde_json::from_str(params.get())?))
-            }
-            other => bail!("unexpected notification {other}"),
         }
     }
 
@@ -329,21 +293,112 @@ impl Client {
     }
 }
 
+impl Decoder {
+    fn new() -> Decoder {
+        Decoder {
+            decoded: Vec::new(),
+            last: Last::Decoded(0),
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match &self.last {
+            Last::Decoded(n) => &self.decoded[..*n],
+            Last::Frame(frame, start) => &frame[*start..],
+        }
+    }
+
+    fn parse(&mut self, text: &[u8]) -> Result<Incoming> {
+        let envelope: Envelope<'_> = serde_json::from_slice(text)
+            .with_context(|| format!("invalid JSON: {}", String::from_utf8_lossy(text)))?;
+        let Some(name) = envelope.method else {
+            return Ok(Incoming::Response {
+                id: envelope.id,
+                result: envelope.result,
+                error: envelope.error,
+            });
+        };
+        let p = envelope.params.context("a notification without params")?;
+        match &*name {
+            notification::PROCESS_OUTPUT => {
+                let chunk = p.chunk.context("an output without chunk")?;
+                let engine = &base64_simd::STANDARD;
+                let need = engine.estimated_decoded_length(chunk.len());
+                if self.decoded.len() < need {
+                    self.decoded.resize(need, 0);
+                }
+                let len = engine
+                    .decode(
+                        chunk.as_bytes(),
+                        base64_simd::Out::from_slice(&mut self.decoded[..need]),
+                    )
+                    .map_err(|e| anyhow!("invalid base64 in an output chunk: {e}"))?
+                    .len();
+                self.last = Last::Decoded(len);
+                Ok(Incoming::Output {
+                    process_id: p.process_id.into_owned(),
+                    seq: p.seq,
+                    len,
+                })
+            }
+            notification::PROCESS_EXITED => Ok(Incoming::Exited(ProcessExitedNotification {
+                process_id: p.process_id.into_owned(),
+                seq: p.seq,
+                exit_code: p.exit_code.context("an exit without exitCode")?,
+                signal: p.signal,
+            })),
+            notification::PROCESS_CLOSED => Ok(Incoming::Closed(ProcessClosedNotification {
+                process_id: p.process_id.into_owned(),
+                seq: p.seq,
+            })),
+            other => bail!("unexpected notification {other}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use exec_server_protocol::{ProcessOutputNotification, Stream};
 
+    fn parse(message: serde_json::Value) -> (Decoder, Incoming) {
+        let mut client = Decoder::new();
+        let incoming = client
+            .parse(message.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        (client, incoming)
+    }
+
     #[test]
-    fn borrowed_output_params_read_what_the_protocol_writes() {
-        let n = ProcessOutputNotification {
+    fn events_read_what_the_protocol_writes() {
+        let output = ProcessOutputNotification {
             process_id: "p\"1".into(),
             seq: 9,
             stream: Stream::Stderr,
             chunk: Base64Bytes::from(&[0u8, 1, 2, 255][..]),
         };
-        let text = serde_json::to_string(&n).unwrap_or_default();
-        let p: OutputParams<'_> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((&*p.process_id, p.seq, &*p.chunk), ("p\"1", 9, "AAEC/w=="));
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": notification::PROCESS_OUTPUT, "params": output});
+        let (client, incoming) = parse(message);
+        assert!(
+            matches!(incoming, Incoming::Output { ref process_id, seq: 9, len: 4 } if process_id == "p\"1"),
+            "{incoming:?}"
+        );
+        assert_eq!(client.chunk(), [0, 1, 2, 255]);
+
+        let exited = ProcessExitedNotification {
+            process_id: "p".into(),
+            seq: 10,
+            exit_code: 137,
+            signal: Some("SIGKILL".into()),
+        };
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": notification::PROCESS_EXITED, "params": exited});
+        assert!(matches!(parse(message).1, Incoming::Exited(e) if e == exited));
+
+        let closed = ProcessClosedNotification {
+            process_id: "p".into(),
+            seq: 11,
+        };
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": notification::PROCESS_CLOSED, "params": closed});
+        assert!(matches!(parse(message).1, Incoming::Closed(c) if c == closed));
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use exec_server_protocol::{ProcessWriteResult, WriteStatus};
 
 use super::client::{Client, Incoming, within};
-use super::server::Server;
+use super::server::{Server, cpu_time};
 use super::{Row, Sizes, Target, baseline, median, percentile};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -90,12 +90,17 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
     let mut raw = Vec::new();
     let mut rates = vec![Vec::new(); STREAMS.len()];
     let mut cpus = vec![Vec::new(); STREAMS.len()];
+    let mut client_cpus = vec![Vec::new(); STREAMS.len()];
+    let me = std::process::id();
     for rep in 0..sizes.stream_reps {
         raw.push(mb_per_s(bytes, baseline::pipe(bytes)?));
         for (i, (server, client)) in streams.iter_mut().enumerate() {
             let cpu_before = server.cpu()?;
+            let client_before = cpu_time(me)?;
             let elapsed = rt.block_on(stream(client, &format!("s{rep}"), bytes))?;
             let cpu = server.cpu()?.saturating_sub(cpu_before);
+            let client_cpu = cpu_time(me)?.saturating_sub(client_before);
+            client_cpus[i].push(client_cpu.as_secs_f64() * GIB / bytes as f64);
             rates[i].push(mb_per_s(bytes, elapsed));
             cpus[i].push(cpu.as_secs_f64() * GIB / bytes as f64);
         }
@@ -125,6 +130,15 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
             value: median(&mut cpus[i]),
             baseline: None,
             target: cpu_target.map_or(Target::None, Target::AtMost),
+        });
+    }
+    for (i, (label, _, _, _)) in STREAMS.iter().enumerate() {
+        rows.push(Row {
+            name: format!("bench client CPU per GiB received, {label} (for reference)"),
+            unit: "s",
+            value: median(&mut client_cpus[i]),
+            baseline: None,
+            target: Target::None,
         });
     }
     Ok(rows)

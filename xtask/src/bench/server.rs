@@ -30,7 +30,16 @@ fn perf_record(pid: u32, label: &str) -> Result<Option<Child>> {
     std::fs::create_dir_all(&dir)?;
     let out = dir.join(format!("{label}.data"));
     let child = Command::new("perf")
-        .args(["record", "-e", "cpu-clock", "-F", "4000", "-g", "-p"])
+        .args([
+            "record",
+            "--no-inherit",
+            "-e",
+            "cpu-clock",
+            "-F",
+            "4000",
+            "-g",
+            "-p",
+        ])
         .arg(pid.to_string())
         .arg("-o")
         .arg(&out)
