@@ -113,6 +113,17 @@ where
     result
 }
 
+/// Asks for a 1 MiB pipe buffer when `fd` is a pipe (the most an unprivileged process
+/// gets by default): an output message (~88 KiB) then fits in the pipe, so the
+/// writer does not block, and wake the reader, in the middle of every message. Not a
+/// pipe, or refused: nothing changes.
+fn grow_pipe(fd: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int and fails
+    // harmlessly (EBADF, EINVAL, EPERM) on anything that is not a pipe or over the limit.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
 /// [`serve`] on the process's own stdin and stdout.
 ///
 /// Output goes to a duplicate of file descriptor 1, written directly (Rust's `Stdout`
@@ -125,11 +136,7 @@ pub async fn serve_stdio<S: Future<Output = ()>>(
         .as_fd()
         .try_clone_to_owned()
         .map_err(Error::Writer)?;
-    serve(
-        server,
-        tokio::io::stdin(),
-        std::fs::File::from(stdout),
-        shutdown,
-    )
-    .await
+    let stdout = std::fs::File::from(stdout);
+    grow_pipe(&stdout);
+    serve(server, tokio::io::stdin(), stdout, shutdown).await
 }

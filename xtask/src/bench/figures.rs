@@ -91,13 +91,15 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
     let mut rates = vec![Vec::new(); STREAMS.len()];
     let mut cpus = vec![Vec::new(); STREAMS.len()];
     let mut client_cpus = vec![Vec::new(); STREAMS.len()];
+    let mut chunks = vec![Vec::new(); STREAMS.len()];
     let me = std::process::id();
     for rep in 0..sizes.stream_reps {
         raw.push(mb_per_s(bytes, baseline::pipe(bytes)?));
         for (i, (server, client)) in streams.iter_mut().enumerate() {
             let cpu_before = server.cpu()?;
             let client_before = cpu_time(me)?;
-            let elapsed = rt.block_on(stream(client, &format!("s{rep}"), bytes))?;
+            let (elapsed, events) = rt.block_on(stream(client, &format!("s{rep}"), bytes))?;
+            chunks[i].push(bytes as f64 / 1024.0 / events.max(1) as f64);
             let cpu = server.cpu()?.saturating_sub(cpu_before);
             let client_cpu = cpu_time(me)?.saturating_sub(client_before);
             client_cpus[i].push(client_cpu.as_secs_f64() * GIB / bytes as f64);
@@ -130,6 +132,15 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
             value: median(&mut cpus[i]),
             baseline: None,
             target: cpu_target.map_or(Target::None, Target::AtMost),
+        });
+    }
+    for (i, (label, _, _, _)) in STREAMS.iter().enumerate() {
+        rows.push(Row {
+            name: format!("mean output chunk, {label} (for reference)"),
+            unit: "KiB",
+            value: median(&mut chunks[i]),
+            baseline: None,
+            target: Target::None,
         });
     }
     for (i, (label, _, _, _)) in STREAMS.iter().enumerate() {
@@ -296,8 +307,9 @@ enum Transport {
 }
 
 /// Starts `head -c BYTES /dev/zero` as `name` and receives every event until `closed`,
-/// checking seq order and the decoded byte count; returns the wall time.
-async fn stream(client: &mut Client, name: &str, bytes: u64) -> Result<Duration> {
+/// checking seq order and the decoded byte count; returns the wall time and the number
+/// of output events.
+async fn stream(client: &mut Client, name: &str, bytes: u64) -> Result<(Duration, u64)> {
     let start = Instant::now();
     let id = client
         .start(
@@ -323,7 +335,7 @@ async fn stream(client: &mut Client, name: &str, bytes: u64) -> Result<Duration>
         "{name} exited with {:?}",
         run.exit_code
     );
-    Ok(elapsed)
+    Ok((elapsed, run.outputs))
 }
 
 /// The events of one process as they arrive, checked.
@@ -331,6 +343,7 @@ struct Run {
     name: String,
     next_seq: u64,
     bytes: u64,
+    outputs: u64,
     started: bool,
     exit_code: Option<i32>,
     closed: bool,
@@ -342,6 +355,7 @@ impl Run {
             name: name.to_owned(),
             next_seq: 1,
             bytes: 0,
+            outputs: 0,
             started: false,
             exit_code: None,
             closed: false,
@@ -376,6 +390,7 @@ impl Run {
             } => {
                 self.event(&process_id, seq)?;
                 self.bytes += len as u64;
+                self.outputs += 1;
             }
             Incoming::Exited(e) => {
                 self.event(&e.process_id, e.seq)?;
@@ -563,7 +578,7 @@ async fn connections_figure(bin: &Path, sizes: Sizes) -> Result<Fairness> {
     let mut server = Server::ws(bin, "connections", &[]).await?;
     let total = sizes.per_connection_bytes * sizes.connections as u64;
     let mut one = server.client(false).await?;
-    let single = mb_per_s(total, stream(&mut one, "single", total).await?);
+    let single = mb_per_s(total, stream(&mut one, "single", total).await?.0);
     one.close().await;
 
     let mut clients = Vec::new();
