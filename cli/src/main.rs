@@ -223,7 +223,7 @@ fn tune_malloc() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets allocator parameters; it runs before any other thread.
     unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }

@@ -154,9 +154,12 @@ fn command(bin: &Path, listen: &str, extra: &[&str]) -> Command {
     command
 }
 
-/// The release binary's path.
+/// The server binary: the release build, or `BENCH_SERVER_BIN` when set (to compare
+/// builds of other commits on the same machine at the same time).
 pub fn binary(root: &Path) -> PathBuf {
-    root.join("target/release/exec-server")
+    std::env::var_os("BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/exec-server"))
 }
 
 fn clock_ticks() -> u64 {
