@@ -16,13 +16,18 @@
 mod config;
 mod error;
 mod event;
+mod groups;
+mod guardian;
+mod lock;
 mod process;
 mod session;
 mod sink;
 mod spawn;
 mod sys;
 
-pub use config::SessionConfig;
+pub use config::{SessionConfig, TOKEN_ENV};
 pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
+pub use guardian::{Guardian, guardian_main};
+pub use lock::lock;
 pub use session::{Session, Started, raise_fd_limit};

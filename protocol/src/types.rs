@@ -25,6 +25,9 @@ pub const DEFAULT_COLS: u16 = 80;
 /// Maximum length of a `processId`, in bytes.
 pub const MAX_PROCESS_ID_BYTES: usize = 256;
 
+/// Maximum length of a `writeId`, in bytes.
+pub const MAX_WRITE_ID_BYTES: usize = 256;
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -328,8 +331,9 @@ pub struct ProcessWriteParams {
     pub process_id: String,
     /// The bytes to write to its stdin.
     pub chunk: Base64Bytes,
-    /// Idempotency key: a retry with an id already accepted is not written again.
+    /// Idempotency key, 1 to 256 bytes: a retry with an id already accepted is not written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub write_id: Option<String>,
 }
 
