@@ -75,7 +75,11 @@ async fn sigkill_of_the_server_kills_every_group_it_started() -> anyhow::Result<
     c.handshake().await;
     // A background grandchild in each: one over pipes, one under a tty (its own session).
     let pipes = c
-        .start("pipes", &["sh", "-c", "sleep 1000 & exec sleep 1001"], json!({}))
+        .start(
+            "pipes",
+            &["sh", "-c", "sleep 1000 & exec sleep 1001"],
+            json!({}),
+        )
         .await["pid"]
         .as_u64()
         .unwrap() as u32;
@@ -109,7 +113,8 @@ async fn terminate_kills_a_member_that_ignores_sigterm(kind: Kind) -> anyhow::Re
     let mut server = ServerProc::start(kind, &[]).await?;
     let mut c = server.client().await?;
     c.handshake().await;
-    let script = r#"(trap "" TERM; exec sleep 1000 </dev/null >/dev/null 2>&1) & echo $!; exec sleep 1001"#;
+    let script =
+        r#"(trap "" TERM; exec sleep 1000 </dev/null >/dev/null 2>&1) & echo $!; exec sleep 1001"#;
     let leader = c.start("p", &["sh", "-c", script], json!({})).await["pid"]
         .as_u64()
         .unwrap() as u32;
@@ -133,7 +138,10 @@ async fn terminate_kills_a_member_that_ignores_sigterm(kind: Kind) -> anyhow::Re
         .find(|e| e["method"] == notification::PROCESS_EXITED)
         .expect("exited");
     assert_eq!(exited["params"]["signal"], "SIGTERM", "{exited}");
-    wait_until("the SIGTERM-ignoring member to be killed", || !alive(member)).await;
+    wait_until("the SIGTERM-ignoring member to be killed", || {
+        !alive(member)
+    })
+    .await;
     assert!(!alive(leader));
     Ok(())
 }
@@ -164,8 +172,10 @@ async fn a_stopped_child_is_terminated() -> anyhow::Result<()> {
         .await;
     assert_eq!(sent, json!({"delivered": true}));
     wait_until("the child to stop", || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('T')))
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+        })
     })
     .await;
     let result = c
@@ -189,7 +199,11 @@ async fn a_child_that_closes_stdout_early_still_reports_everything() -> anyhow::
     c.handshake().await;
     c.start(
         "p",
-        &["sh", "-c", "echo out; exec >&-; read x; echo err >&2; exit 3"],
+        &[
+            "sh",
+            "-c",
+            "echo out; exec >&-; read x; echo err >&2; exit 3",
+        ],
         json!({"pipeStdin": true}),
     )
     .await;
@@ -237,7 +251,10 @@ async fn a_daemon_that_leaves_the_group_does_not_hold_up_cleanup() -> anyhow::Re
     c.start("d", &["sh", "-c", &script], json!({})).await;
     let first = c.notification().await;
     assert_eq!(output_of(&[first]), b"started\n");
-    wait_until("the daemon to run", || !processes_with_arg(&marker).is_empty()).await;
+    wait_until("the daemon to run", || {
+        !processes_with_arg(&marker).is_empty()
+    })
+    .await;
     c.close().await?;
     // Stdin EOF: the process is terminated; its streams, held by the daemon, are given
     // up after a bound, so `closed` is still written and the server exits.
