@@ -487,6 +487,21 @@ mod tests {
     }
 
     #[test]
+    fn the_proc_fallback_marks_inherited_descriptors_close_on_exec() {
+        // SAFETY: dup of stdin gives a fresh descriptor without FD_CLOEXEC.
+        let fd = unsafe { libc::dup(0) };
+        assert!(fd >= 3);
+        // SAFETY: F_GETFD on a descriptor we own.
+        let flags = || unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags() & libc::FD_CLOEXEC, 0);
+        // What runs on kernels without close_range (it only sets flags, so it is safe here).
+        assert!(cloexec_listed_fds_in_child());
+        assert_eq!(flags() & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        // SAFETY: closing the descriptor dup gave us.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
     fn this_process_is_seen_in_its_own_group() {
         // SAFETY: getpgrp and getpid have no preconditions.
         let (pgrp, pid) = unsafe { (libc::getpgrp(), libc::getpid()) };

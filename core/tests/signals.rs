@@ -295,7 +295,8 @@ async fn shutdown_racing_starts_leaves_no_child_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_kills_a_member_that_ignores_sigterm_and_holds_no_pipe() {
     let s = session();
-    let script = r#"(trap "" TERM; exec sleep 1000 </dev/null >/dev/null 2>&1) & echo $!; exec sleep 1001"#;
+    let script =
+        r#"(trap "" TERM; exec sleep 1000 </dev/null >/dev/null 2>&1) & echo $!; exec sleep 1001"#;
     let leader = start(&s, sh("p", script)).await.pid;
     let (chunks, _) = read_until(&s, "p", 0, |_, all| {
         concat(all, Stream::Stdout).ends_with('\n')
@@ -346,7 +347,9 @@ async fn a_leader_stays_unreaped_while_its_group_lives_and_terminate_still_reach
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_is_reaped_once_its_last_member_exits() {
     let s = session();
-    let leader = start(&s, sh("p", "sleep 0.3 </dev/null >/dev/null 2>&1 &")).await.pid;
+    let leader = start(&s, sh("p", "sleep 0.3 </dev/null >/dev/null 2>&1 &"))
+        .await
+        .pid;
     let (_, last) = read_until_closed(&s, "p").await;
     assert_eq!(last.exit_code, Some(0));
     // Reaped without any terminate, as soon as the background sleep is gone.
