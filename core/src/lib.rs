@@ -16,6 +16,7 @@
 mod config;
 mod error;
 mod event;
+mod fs;
 mod process;
 mod session;
 mod sink;
@@ -25,4 +26,5 @@ mod sys;
 pub use config::SessionConfig;
 pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
+pub use fs::{DEFAULT_FS_CONCURRENCY, Files, FsConfig};
 pub use session::{Session, Started, raise_fd_limit};
