@@ -303,7 +303,10 @@ fn read_stream(file: &File, offset: u64, max: u64) -> io::Result<(Arc<[u8]>, boo
     while data.len() < max {
         let room = (max - data.len()).min(chunk.len());
         let read = if seekable {
-            file.read_at(&mut chunk[..room], offset + data.len() as u64)
+            let at = offset
+                .checked_add(data.len() as u64)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+            file.read_at(&mut chunk[..room], at)
         } else {
             (&mut &*file).read(&mut chunk[..room])
         };

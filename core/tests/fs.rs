@@ -182,6 +182,12 @@ async fn read_returns_ranges_with_eof_and_size() {
     // Past the end: nothing, at the end.
     let past = f.read(read_p(&path, Some(200_000), None)).await.unwrap();
     assert_eq!((past.data.len(), past.eof, past.size), (0, true, 100_000));
+    let far = f.read(read_p(&path, Some(u64::MAX), None)).await.unwrap();
+    assert_eq!((far.data.len(), far.eof), (0, true));
+    // Writing at the very end of the range is an OS error, not a crash.
+    let mut p = write_p(&path, b"x");
+    p.offset = Some(u64::MAX);
+    assert!(matches!(errno(f.write(p).await, &path), "EINVAL" | "EFBIG"));
     // maxBytes 0 reads nothing and says whether anything follows.
     let none = f.read(read_p(&path, Some(0), Some(0))).await.unwrap();
     assert_eq!((none.data.len(), none.eof), (0, false));
@@ -235,6 +241,15 @@ async fn read_of_files_without_a_known_size() {
         .await
         .unwrap();
     assert_eq!((zeros.data.to_vec(), zeros.eof), (vec![0u8; 1000], false));
+    // Offsets at the very end of the range are errors or empty reads, never a crash.
+    let far = f
+        .read(read_p(Path::new("/dev/zero"), Some(u64::MAX), Some(10)))
+        .await;
+    assert_eq!(errno(far, Path::new("/dev/zero")), "EINVAL");
+    let far = f
+        .read(read_p(Path::new("/proc/self/status"), Some(u64::MAX), None))
+        .await;
+    assert_eq!(errno(far, Path::new("/proc/self/status")), "EINVAL");
     // A FIFO with no writer is at its end at once: the read never waits.
     let dir = TempDir::new();
     let fifo = dir.join("fifo");
