@@ -16,6 +16,7 @@
 mod config;
 mod error;
 mod event;
+mod fs;
 mod groups;
 mod guardian;
 mod lock;
@@ -28,6 +29,7 @@ mod sys;
 pub use config::{SessionConfig, TOKEN_ENV};
 pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
+pub use fs::{DEFAULT_FS_CONCURRENCY, Files, FsConfig};
 pub use guardian::{Guardian, guardian_main};
 pub use lock::lock;
 pub use session::{Session, Started, raise_fd_limit};

@@ -454,8 +454,19 @@ pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The pids whose parent is `ppid`.
+/// The processes `ppid` started for its clients: its children except its guardian.
 pub fn children_of(ppid: u32) -> Vec<u32> {
+    all_children_of(ppid)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).nth(1) != Some(b"guardian".as_slice())
+        })
+        .collect()
+}
+
+/// The pids whose parent is `ppid`.
+pub fn all_children_of(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;

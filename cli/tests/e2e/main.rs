@@ -5,6 +5,7 @@
 
 mod client;
 mod faults;
+mod fs;
 mod scenarios;
 mod stdio;
 mod ws;
