@@ -628,6 +628,10 @@ export interface ProcessInfo {
    */
   signal: string | null;
   /**
+   * The server ended it because its `timeoutMs` passed.
+   */
+  timedOut?: boolean;
+  /**
    * Whether it runs under a pseudo-terminal.
    */
   tty: boolean;
@@ -695,6 +699,10 @@ export interface ProcessReadResult {
    * The name of the signal that ended the process, if one did.
    */
   signal: string | null;
+  /**
+   * The server ended the process because its `timeoutMs` passed.
+   */
+  timedOut?: boolean;
   /**
    * Output events after `afterSeq` were evicted from retention: output was lost to this reader.
    */
@@ -819,9 +827,20 @@ export interface ProcessStartParams {
    */
   size?: TerminalSize | null;
   /**
+   * Terminate the process (as `process/terminate` with the default grace) once it has run
+   * this many milliseconds; its `process/exited` then says `timedOut: true`. Absent: no limit.
+   */
+  timeoutMs?: number | null;
+  /**
    * Run under a new pseudo-terminal.
    */
   tty?: boolean;
+  /**
+   * Run as this user (a name or a numeric uid): its uid, primary gid and supplementary
+   * groups, and with `inheritEnv` its `HOME`, `USER`, `LOGNAME` and `SHELL`. Needs a
+   * server running as root.
+   */
+  user?: string | null;
 }
 /**
  * A terminal size in character cells.
@@ -899,7 +918,7 @@ export interface ProcessWriteParams {
    */
   processId: string;
   /**
-   * Idempotency key: a retry with an id already accepted is not written again.
+   * Idempotency key, 1 to 256 bytes: a retry with an id already accepted is not written again.
    */
   writeId?: string | null;
 }
@@ -954,6 +973,10 @@ export interface ProcessExitedNotification {
    * The name of the signal that ended it (`"SIGKILL"`), or `null`.
    */
   signal: string | null;
+  /**
+   * The server ended it because its `timeoutMs` passed.
+   */
+  timedOut?: boolean;
 }
 /**
  * Params of the `process/output` notification: one output chunk.

@@ -204,11 +204,12 @@ pub fn guardian_main() -> i32 {
         return 0;
     }
     let killed = kill_everything(&ids);
-    eprintln!(
-        "exec-server guardian: the server died with {} process group(s) alive; {} process(es) signalled",
-        ids.len(),
-        killed
-    );
+    if killed > 0 {
+        eprintln!(
+            "exec-server guardian: the server died without cleaning up; {killed} process(es) of its {} process group(s) killed",
+            ids.len()
+        );
+    }
     0
 }
 

@@ -13,6 +13,7 @@
 //! - Reaping and signalling share a per-process lock, so a group is never signalled
 //!   through a pid that was already reaped and possibly reused.
 
+mod account;
 mod config;
 mod error;
 mod event;

@@ -180,6 +180,7 @@ impl Session {
                 order,
                 retain_bytes: self.shared.config.retain_bytes,
                 max_pending_stdin: self.shared.config.max_pending_stdin_bytes,
+                timeout: params.timeout_ms.map(Duration::from_millis),
                 hub: self.shared.hub.clone(),
                 groups: self.shared.groups.clone(),
                 session: Arc::downgrade(&self.shared),

@@ -15,6 +15,7 @@ use exec_server_protocol::{MAX_PROCESS_ID_BYTES, ProcessStartParams, Stream, Ter
 use portable_pty::{MasterPty, PtySize};
 use tokio::io::unix::AsyncFd;
 
+use crate::account::{self, Account};
 use crate::{Error, TOKEN_ENV, guardian, sys};
 
 /// A non-blocking fd registered with tokio's reactor, shared by the tasks that use it.
@@ -82,6 +83,11 @@ pub(crate) fn validate(p: &ProcessStartParams) -> Result<(), Error> {
     if let Some(size) = p.size {
         check_size(size.rows, size.cols)?;
     }
+    if let Some(user) = &p.user
+        && (user.is_empty() || user.contains('\0'))
+    {
+        return invalid("user must be a non-empty name or uid without NUL bytes".into());
+    }
     Ok(())
 }
 
@@ -101,7 +107,7 @@ fn spawn_failed(what: &str, err: impl std::fmt::Display) -> Error {
 
 /// The child's environment: exactly `env`, or the server's own with `env` laid over it
 /// (less the server's token, which never reaches a child).
-fn child_env(p: &ProcessStartParams) -> BTreeMap<OsString, OsString> {
+fn child_env(p: &ProcessStartParams, account: Option<&Account>) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = if p.inherit_env {
         std::env::vars_os()
             .filter(|(k, _)| k != TOKEN_ENV)
@@ -109,6 +115,14 @@ fn child_env(p: &ProcessStartParams) -> BTreeMap<OsString, OsString> {
     } else {
         BTreeMap::new()
     };
+    if p.inherit_env
+        && let Some(a) = account
+    {
+        env.insert("HOME".into(), a.home.clone());
+        env.insert("USER".into(), a.name.clone());
+        env.insert("LOGNAME".into(), a.name.clone());
+        env.insert("SHELL".into(), a.shell.clone());
+    }
     for (k, v) in &p.env {
         env.insert(k.into(), v.into());
     }
@@ -159,7 +173,8 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
         }
         Err(e) => return Err(spawn_failed(&format!("cwd {:?}", p.cwd), e)),
     }
-    let env = child_env(p);
+    let account = p.user.as_deref().map(account::resolve).transpose()?;
+    let env = child_env(p, account.as_ref());
     let argv0 = &p.argv[0];
     let program = if argv0.contains('/') {
         cwd.join(argv0)
@@ -180,9 +195,9 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
         .current_dir(&cwd);
 
     if p.tty {
-        spawn_tty(cmd, p.size.unwrap_or_default(), argv0)
+        spawn_tty(cmd, p.size.unwrap_or_default(), argv0, account)
     } else {
-        spawn_pipes(cmd, p.pipe_stdin, argv0)
+        spawn_pipes(cmd, p.pipe_stdin, argv0, account)
     }
 }
 
@@ -249,7 +264,12 @@ fn prepare_child() {
     sys::cloexec_from_3_in_child();
 }
 
-fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawned, Error> {
+fn spawn_pipes(
+    mut cmd: Command,
+    pipe_stdin: bool,
+    argv0: &str,
+    account: Option<Account>,
+) -> Result<Spawned, Error> {
     cmd.stdin(if pipe_stdin {
         Stdio::piped()
     } else {
@@ -258,10 +278,14 @@ fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawne
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    // SAFETY: the closure only calls async-signal-safe functions (see `prepare_child`).
+    // SAFETY: the closure only calls async-signal-safe functions (see `prepare_child` and
+    // `account::become_in_child`).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             prepare_child();
+            if let Some(account) = &account {
+                account::become_in_child(account)?;
+            }
             Ok(())
         });
     }
@@ -289,7 +313,12 @@ fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawne
     })
 }
 
-fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawned, Error> {
+fn spawn_tty(
+    mut cmd: Command,
+    size: TerminalSize,
+    argv0: &str,
+    account: Option<Account>,
+) -> Result<Spawned, Error> {
     let pty_err = |e: &dyn std::fmt::Display| Error::SpawnFailed(format!("opening a pty: {e}"));
     let pair = portable_pty::native_pty_system()
         .openpty(PtySize {
@@ -315,6 +344,20 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
         .map_err(|e| pty_err(&e))?
         .into();
     drop(pair.slave);
+    if let Some(account) = &account {
+        // The terminal belongs to the user the shell runs as, so it can use it.
+        // SAFETY: fchown on a descriptor we own; -1 leaves the group as it is.
+        if unsafe {
+            libc::fchown(
+                std::os::fd::AsRawFd::as_raw_fd(&slave),
+                account.uid,
+                u32::MAX,
+            )
+        } != 0
+        {
+            return Err(pty_err(&io::Error::last_os_error()));
+        }
+    }
     // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own, or -1.
     let dup = unsafe { libc::fcntl(raw_master, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
@@ -328,9 +371,10 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
         .stdout(Stdio::from(dup_slave(&slave)?))
         .stderr(Stdio::from(slave));
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (setsid, ioctl, and those of `prepare_child`).
+    // async-signal-safe functions (setsid, ioctl, and those of `prepare_child` and
+    // `account::become_in_child`).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -338,6 +382,9 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
             #[allow(clippy::useless_conversion)]
             if libc::ioctl(0, libc::TIOCSCTTY.into(), 0) < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            if let Some(account) = &account {
+                account::become_in_child(account)?;
             }
             Ok(())
         });

@@ -58,6 +58,7 @@ async fn pipes_keep_streams_apart_and_sequence_every_event() {
             exit_code: Some(7),
             signal: None,
             closed: true,
+            timed_out: false,
             truncated: false,
             evicted_bytes: 0,
             failure: None,

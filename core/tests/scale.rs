@@ -72,6 +72,7 @@ async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
                 exit_code: None,
                 signal: None,
                 closed: false,
+                timed_out: false,
                 next_seq: 2,
             }
         );

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use exec_server_core::Event;
 use exec_server_protocol::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,5 +355,46 @@ async fn a_leader_is_reaped_once_its_last_member_exits() {
     assert_eq!(last.exit_code, Some(0));
     // Reaped without any terminate, as soon as the background sleep is gone.
     eventually("the leader to be reaped", || proc_stat(leader).is_none()).await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_terminates_the_group_and_says_so() {
+    let s = session();
+    // Ignores SIGTERM, so only the SIGKILL after the default grace ends it.
+    let mut p = sh("slow", "trap '' TERM; echo ready; exec sleep 1000");
+    p.timeout_ms = Some(200);
+    start(&s, p).await;
+    let (chunks, last) = read_until_closed(&s, "slow").await;
+    assert_eq!(concat(&chunks, Stream::Stdout), "ready\n");
+    assert_eq!(
+        (last.exit_code, last.signal.as_deref(), last.timed_out),
+        (Some(137), Some("SIGKILL"), true)
+    );
+    assert!(s.list().processes[0].timed_out);
+
+    // One that finishes in time is not timed out.
+    let mut p = sh("quick", "exit 3");
+    p.timeout_ms = Some(60_000);
+    start(&s, p).await;
+    let (_, last) = read_until_closed(&s, "quick").await;
+    assert_eq!((last.exit_code, last.timed_out), (Some(3), false));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_reported_in_the_pushed_exit() {
+    let s = session();
+    let (sink, mut rx) = channel_sink(16);
+    s.attach(sink);
+    let mut p = params("t", &["sleep", "1000"]);
+    p.timeout_ms = Some(100);
+    start(&s, p).await;
+    let events = events_until_closed(&mut rx, "t").await;
+    let mut want = exited("t", 1, 143, Some("SIGTERM"));
+    if let Event::Exited(n) = &mut want {
+        n.timed_out = true;
+    }
+    assert_eq!(events, [want, closed("t", 2)]);
     s.shutdown().await;
 }

@@ -242,3 +242,67 @@ async fn children_inherit_no_stray_descriptors() {
     }
     s.shutdown().await;
 }
+
+/// Whether this test runs as root (switching users needs it).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_runs_as_another_user_with_its_account() {
+    if !is_root() {
+        eprintln!("skipped: switching users needs a test run as root");
+        return;
+    }
+    let s = session();
+    let mut p = sh(
+        "id",
+        "id -u; id -g; echo \"$HOME $USER $LOGNAME $SHELL\"; id -G",
+    );
+    p.user = Some("nobody".into());
+    p.inherit_env = true;
+    start(&s, p).await;
+    let (chunks, last) = read_until_closed(&s, "id").await;
+    assert_eq!(
+        last.exit_code,
+        Some(0),
+        "{}",
+        concat(&chunks, Stream::Stderr)
+    );
+    let out = concat(&chunks, Stream::Stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "65534");
+    assert_eq!(lines[1], "65534");
+    assert_eq!(lines[2], "/nonexistent nobody nobody /usr/sbin/nologin");
+    // Supplementary groups are nobody's, not root's.
+    assert!(!lines[3].split(' ').any(|g| g == "0"), "{out}");
+
+    // By uid, under a tty whose terminal the user owns.
+    let mut p = sh("tty", "id -u; stat -c %u $(tty)");
+    p.user = Some("65534".into());
+    p.tty = true;
+    start(&s, p).await;
+    let (chunks, _) = read_until_closed(&s, "tty").await;
+    assert_eq!(concat(&chunks, Stream::Pty), "65534\r\n65534\r\n");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_and_bad_user_params_are_refused() {
+    let s = session();
+    let mut p = params("u", &["true"]);
+    p.user = Some("no-such-user-xyz".into());
+    let err = s.start(p).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SpawnFailed);
+    assert_eq!(err.to_string(), "unknown user \"no-such-user-xyz\"");
+    for bad in ["", "a\0b"] {
+        let mut p = params("u", &["true"]);
+        p.user = Some(bad.into());
+        let err = s.start(p).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidParams);
+    }
+    // Nothing was left reserved.
+    assert!(s.list().processes.is_empty());
+    s.shutdown().await;
+}

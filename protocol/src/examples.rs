@@ -61,6 +61,8 @@ impl Example for ProcessStartParams {
                 rows: 40,
                 cols: 120,
             }),
+            timeout_ms: Some(60_000),
+            user: Some("nobody".into()),
         }
     }
 }
@@ -105,6 +107,7 @@ impl Example for ProcessReadResult {
             exit_code: Some(7),
             signal: None,
             closed: true,
+            timed_out: false,
             truncated: false,
             evicted_bytes: 0,
             failure: None,
@@ -210,6 +213,7 @@ impl Example for ProcessListResult {
                 exit_code: Some(143),
                 signal: Some("SIGTERM".into()),
                 closed: false,
+                timed_out: true,
                 next_seq: 2,
             }],
         }
@@ -234,6 +238,7 @@ impl Example for ProcessExitedNotification {
             seq: 3,
             exit_code: 130,
             signal: Some("SIGINT".into()),
+            timed_out: false,
         }
     }
 }

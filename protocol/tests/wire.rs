@@ -279,18 +279,20 @@ fn spec_section_10_messages_parse() {
                 method::PROCESS_START => {
                     parses_exactly::<ProcessStartResult>(&message["result"], &[])
                 }
-                method::PROCESS_READ => {
-                    parses_exactly::<ProcessReadResult>(&message["result"], &[])
-                }
+                method::PROCESS_READ => parses_exactly::<ProcessReadResult>(
+                    &message["result"],
+                    &[("timedOut", json!(false))],
+                ),
                 other => panic!("no check for {other}"),
             },
             (false, Some(name), None) => match name {
                 notification::PROCESS_OUTPUT => {
                     parses_exactly::<ProcessOutputNotification>(&params, &[])
                 }
-                notification::PROCESS_EXITED => {
-                    parses_exactly::<ProcessExitedNotification>(&params, &[])
-                }
+                notification::PROCESS_EXITED => parses_exactly::<ProcessExitedNotification>(
+                    &params,
+                    &[("timedOut", json!(false))],
+                ),
                 notification::PROCESS_CLOSED => {
                     parses_exactly::<ProcessClosedNotification>(&params, &[])
                 }

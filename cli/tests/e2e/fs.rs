@@ -7,16 +7,14 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context;
 use exec_server_protocol::{ErrorCode, method};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
-use crate::client::{BIN, Client, Kind, ServerProc, b64, rss_kib, unb64, within};
+use crate::client::{
+    Client, Kind, ServerProc, b64, check, is_root, nobody, rss_kib, spawn_with, unb64,
+};
 
 /// A fresh directory (mode 0o755) under the system's temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -76,88 +74,6 @@ async fn file_error(c: &mut Client, method: &str, params: Value, errno: &str, pa
     assert_eq!(e["data"], json!({"errno": errno}), "{method}: {e}");
     let message = e["message"].as_str().unwrap();
     assert!(message.contains(&s(path)), "{method}: {message:?}");
-}
-
-/// Starts the binary like [`ServerProc::start`], running `setup` in the child before exec.
-async fn spawn_with(
-    kind: Kind,
-    extra: &[&str],
-    setup: impl Fn() -> io::Result<()> + Send + Sync + 'static,
-) -> anyhow::Result<ServerProc> {
-    let listen = match kind {
-        Kind::Stdio => "stdio",
-        Kind::Ws => "ws://127.0.0.1:0",
-    };
-    let mut command = Command::new(BIN);
-    command
-        .args(["serve", "--listen", listen, "--log-level", "warn"])
-        .args(extra)
-        .env_remove("EXEC_SERVER_TOKEN")
-        .stdin(if kind == Kind::Stdio {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    // SAFETY: `setup` only makes async-signal-safe system calls.
-    unsafe { command.pre_exec(setup) };
-    let mut child = command.spawn().context("spawn exec-server")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    match kind {
-        Kind::Stdio => {
-            let stdin = child.stdin.take().context("stdin")?;
-            Ok(ServerProc {
-                child,
-                url: None,
-                stdio: Some((stdin, stdout)),
-                stdout_rest: None,
-            })
-        }
-        Kind::Ws => {
-            let mut lines = BufReader::new(stdout).lines();
-            let url = within("the URL line", lines.next_line())
-                .await?
-                .context("the server printed no URL line")?;
-            let rest = tokio::spawn(async move {
-                let mut rest = Vec::new();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    rest.push(line);
-                }
-                rest
-            });
-            Ok(ServerProc {
-                child,
-                url: Some(url),
-                stdio: None,
-                stdout_rest: Some(rest),
-            })
-        }
-    }
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// The uid and gid of `nobody`, when the system has that account.
-fn nobody() -> Option<(libc::uid_t, libc::gid_t)> {
-    // SAFETY: getpwnam returns null or a pointer valid until the next getpw* call; the
-    // fields are copied out at once.
-    unsafe {
-        let pw = libc::getpwnam(c"nobody".as_ptr());
-        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 pub async fn big_binary_file_in_chunks(kind: Kind) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 mod client;
 mod faults;
 mod fs;
+mod sandbox;
 mod scenarios;
 mod stdio;
 mod ws;

@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use exec_server_protocol::DEFAULT_GRACE_MS;
 use tokio::sync::watch;
 
 use super::{PidFd, Process, gate_open};
@@ -77,6 +78,25 @@ async fn release(proc: Arc<Process>, pidfd: PidFd) {
         proc.forget_when_done(&st);
     }
     proc.changed.send_replace(());
+}
+
+/// `timeoutMs`: once the process has run `limit`, terminate it as `process/terminate`
+/// with the default grace does, marking it timed out first (unless it exited meanwhile).
+/// A tokio timer, not a thread; it ends with the process's exit.
+pub(super) async fn enforce_timeout(proc: Arc<Process>, limit: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(limit) => {}
+        () = proc.wait_exit_recorded() => return,
+    }
+    {
+        let ctl = lock(&proc.ctl);
+        if ctl.exited {
+            return;
+        }
+        lock(&proc.state).timed_out = true;
+    }
+    tracing::info!(process_id = %proc.id, limit_ms = limit.as_millis() as u64, "timed out: terminating");
+    proc.terminate(Duration::from_millis(DEFAULT_GRACE_MS));
 }
 
 impl Process {

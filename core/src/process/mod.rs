@@ -58,6 +58,8 @@ struct State {
     closed: bool,
     /// The leader was reaped after its group emptied.
     released: bool,
+    /// The server terminated it because its `timeoutMs` passed.
+    timed_out: bool,
 }
 
 /// The parent's side of a pseudo-terminal.
@@ -97,6 +99,8 @@ pub(crate) struct LaunchParams {
     pub order: u64,
     pub retain_bytes: usize,
     pub max_pending_stdin: usize,
+    /// Terminate the process once it has run this long.
+    pub timeout: Option<std::time::Duration>,
     pub hub: Arc<SinkHub>,
     pub groups: GroupWatch,
     pub session: Weak<Shared>,
@@ -135,6 +139,7 @@ impl Process {
                 exit: None,
                 closed: false,
                 released: false,
+                timed_out: false,
             }),
             emitter: tokio::sync::Mutex::new(Emitter::new(
                 outputs
@@ -162,6 +167,9 @@ impl Process {
             ));
         }
         tokio::spawn(end::watch_exit(proc.clone(), pidfd, gate.subscribe()));
+        if let Some(limit) = lp.timeout {
+            tokio::spawn(end::enforce_timeout(proc.clone(), limit));
+        }
         if let Some(stdin) = stdin {
             tokio::spawn(stdin::run_writer(stdin));
         }
@@ -211,6 +219,7 @@ impl Process {
             exit_code: st.exit.as_ref().map(|e| e.code),
             signal: st.exit.as_ref().and_then(|e| e.signal.clone()),
             closed: st.closed,
+            timed_out: st.timed_out,
             truncated: st.evicted_through > after_seq,
             evicted_bytes: st.evicted_bytes,
             failure: None,
@@ -229,6 +238,7 @@ impl Process {
             exit_code: st.exit.as_ref().map(|e| e.code),
             signal: st.exit.as_ref().and_then(|e| e.signal.clone()),
             closed: st.closed,
+            timed_out: st.timed_out,
             next_seq: st.next_seq,
         }
     }

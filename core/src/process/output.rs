@@ -205,10 +205,10 @@ impl Process {
         let mut em = self.emitter.lock().await;
         self.drain_streams(&mut em).await;
         em.sink.refresh();
-        let seq = {
+        let (seq, timed_out) = {
             let mut st = lock(&self.state);
             st.exit = Some(status.clone());
-            st.take_seq()
+            (st.take_seq(), st.timed_out)
         };
         self.changed.send_replace(());
         em.exited = true;
@@ -218,6 +218,7 @@ impl Process {
                 seq,
                 exit_code: status.code,
                 signal: status.signal,
+                timed_out,
             }))
             .await;
         self.maybe_close(&mut em).await;

@@ -28,6 +28,8 @@ pub fn params(id: &str, argv: &[&str]) -> ProcessStartParams {
         pipe_stdin: false,
         arg0: None,
         size: None,
+        timeout_ms: None,
+        user: None,
     }
 }
 
@@ -149,6 +151,7 @@ pub fn exited(id: &str, seq: u64, exit_code: i32, signal: Option<&str>) -> Event
         seq,
         exit_code,
         signal: signal.map(str::to_string),
+        timed_out: false,
     })
 }
 
