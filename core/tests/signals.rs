@@ -398,3 +398,42 @@ async fn a_timeout_is_reported_in_the_pushed_exit() {
     assert_eq!(events, [want, closed("t", 2)]);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_under_a_tty_reaches_every_job_of_the_shell() {
+    let s = session();
+    let mut p = params("sh", &["bash", "--norc", "--noprofile", "-i"]);
+    p.tty = true;
+    p.pipe_stdin = true;
+    start(&s, p).await;
+    // With job control on, the background job gets a process group of its own.
+    assert_eq!(
+        write(&s, "sh", "set -m; sleep 1000 & echo JOB=$!\n", None),
+        WriteStatus::Accepted
+    );
+    // The terminal echoes the command line too: the pid is the `JOB=` followed by digits.
+    let job_pid = |out: &str| -> Option<u32> {
+        out.split("JOB=")
+            .skip(1)
+            .find(|rest| rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains('\n'))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    let (chunks, _) = read_until(&s, "sh", 0, |_, all| {
+        job_pid(&concat(all, Stream::Pty)).is_some()
+    })
+    .await;
+    let job = job_pid(&concat(&chunks, Stream::Pty)).unwrap();
+    eventually("the job to run in its own group", || {
+        proc_stat(job).is_some_and(|(_, _, pgrp)| pgrp == job as i32)
+    })
+    .await;
+    let r = s.terminate(ProcessTerminateParams {
+        process_id: "sh".into(),
+        grace_ms: 300,
+    });
+    assert!(r.running);
+    read_until_closed(&s, "sh").await;
+    eventually("the job to be killed", || !alive(job)).await;
+    s.shutdown().await;
+}

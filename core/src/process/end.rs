@@ -114,20 +114,24 @@ impl Process {
         sys::killpg(pgid, signal).is_ok()
     }
 
-    /// Signal the whole group (and a tty's foreground job, another group) unless the leader
-    /// was reaped. Returns whether the leader is still running.
+    /// Signal the whole group (and under a tty every process of its session: a shell's jobs
+    /// are groups of their own) unless the leader was reaped. Returns whether the leader is
+    /// still running.
     fn kill_group(&self, signal: i32) -> bool {
         let ctl = lock(&self.ctl);
         if ctl.reaped {
             return false;
         }
-        let _ = sys::killpg(self.pid as i32, signal);
-        if let Some(pty) = &self.pty
-            && !ctl.exited
-            && let Ok(fg) = sys::tcgetpgrp(pty.fd.get_ref().as_fd())
-            && fg != self.pid as i32
-        {
-            let _ = sys::killpg(fg, signal);
+        let pid = self.pid as i32;
+        let _ = sys::killpg(pid, signal);
+        if self.pty.is_some() {
+            // A shell under a tty moves its jobs to groups of their own within its session
+            // (which the unreaped leader keeps reserved): signal every one of them too.
+            let _ = sys::for_each_process(|p| {
+                if p.session == pid && p.pgrp != pid && !p.zombie {
+                    let _ = sys::kill(p.pid, signal);
+                }
+            });
         }
         !ctl.exited
     }
