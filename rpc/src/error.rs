@@ -1,6 +1,6 @@
 //! The errors of the dispatch and their JSON-RPC error objects: the one place a wire error is built.
 
-use exec_server_protocol::ErrorCode;
+use exec_server_protocol::{ErrorCode, FileErrorData};
 use jsonrpsee_types::ErrorObjectOwned;
 
 /// An error answered to a request.
@@ -47,9 +47,16 @@ impl Error {
         }
     }
 
-    /// The JSON-RPC error object: the SPEC code and this error's text as `message`.
+    /// The JSON-RPC error object: the SPEC code, this error's text as `message`, and for a
+    /// file error (-32020) `data: {"errno": NAME}`.
     pub fn to_error_object(&self) -> ErrorObjectOwned {
-        ErrorObjectOwned::owned(self.code().code(), self.to_string(), None::<()>)
+        let data = match self {
+            Error::Core(exec_server_core::Error::File { errno, .. }) => Some(FileErrorData {
+                errno: (*errno).to_owned(),
+            }),
+            _ => None,
+        };
+        ErrorObjectOwned::owned(self.code().code(), self.to_string(), data)
     }
 }
 
@@ -78,6 +85,22 @@ mod tests {
             let obj = e.to_error_object();
             assert_eq!(obj.code(), code);
             assert_eq!(obj.message(), e.to_string());
+            assert!(obj.data().is_none());
         }
+    }
+
+    #[test]
+    fn a_file_error_carries_its_errno_name() {
+        let e = Error::from(exec_server_core::Error::File {
+            errno: "ENOTDIR",
+            message: "open /etc/passwd/x: Not a directory (os error 20)".into(),
+        });
+        let obj = e.to_error_object();
+        assert_eq!(obj.code(), -32020);
+        assert_eq!(
+            obj.message(),
+            "open /etc/passwd/x: Not a directory (os error 20)"
+        );
+        assert_eq!(obj.data().map(|d| d.get()), Some(r#"{"errno":"ENOTDIR"}"#));
     }
 }

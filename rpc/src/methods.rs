@@ -4,10 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use exec_server_core::Session;
+use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session};
 use exec_server_protocol::{
-    Initialize, Method, ProcessCloseStdin, ProcessList, ProcessRead, ProcessResize, ProcessSignal,
-    ProcessStart, ProcessTerminate, ProcessWrite,
+    FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite, Initialize, Method,
+    ProcessCloseStdin, ProcessList, ProcessRead, ProcessResize, ProcessSignal, ProcessStart,
+    ProcessTerminate, ProcessWrite,
 };
 use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
 use jsonrpsee_types::{ErrorObjectOwned, Params};
@@ -132,7 +133,35 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
     sync_method::<ProcessTerminate, _>(&mut module, |session, p| Ok(session.terminate(p)))?;
     sync_method::<ProcessList, _>(&mut module, |session, _p| Ok(session.list()))?;
 
+    register_fs(&mut module, config)?;
     Ok(module.into())
+}
+
+/// Registers the `fs/*` methods (SPEC section 12). They need a session like `process/*`
+/// but act on the server's file system with its own permissions; each call runs in a task
+/// of its own and its file I/O on the blocking pool, a bounded number at a time (per server).
+fn register_fs(module: &mut RpcModule<()>, config: &RpcConfig) -> Result<(), Error> {
+    let files = Files::new(FsConfig {
+        max_concurrent: DEFAULT_FS_CONCURRENCY,
+        max_message_bytes: config.max_message_bytes,
+    });
+    macro_rules! fs_method {
+        ($method:ty, $call:ident) => {{
+            let files = files.clone();
+            async_method::<$method, _, _>(module, move |_session, p| {
+                let files = files.clone();
+                async move { files.$call(p).await.map_err(Error::from) }
+            })?;
+        }};
+    }
+    fs_method!(FsRead, read);
+    fs_method!(FsWrite, write);
+    fs_method!(FsStat, stat);
+    fs_method!(FsList, list);
+    fs_method!(FsMkdir, mkdir);
+    fs_method!(FsRemove, remove);
+    fs_method!(FsRename, rename);
+    Ok(())
 }
 
 /// The dispatch of one server: its method table, its sessions and its configuration.

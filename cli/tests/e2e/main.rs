@@ -5,6 +5,9 @@
 
 mod binary;
 mod client;
+mod faults;
+mod fs;
+mod sandbox;
 mod scenarios;
 mod stdio;
 mod ws;

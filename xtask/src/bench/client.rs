@@ -85,6 +85,8 @@ struct EventParams<'a> {
     exit_code: Option<i32>,
     #[serde(default)]
     signal: Option<String>,
+    #[serde(default)]
+    timed_out: bool,
 }
 
 /// Where the last output chunk's bytes are.
@@ -224,6 +226,8 @@ impl Client {
             pipe_stdin: false,
             arg0: None,
             size: None,
+            timeout_ms: None,
+            user: None,
         };
         self.send_request(method::PROCESS_START, &params).await
     }
@@ -346,6 +350,7 @@ impl Decoder {
                 seq: p.seq,
                 exit_code: p.exit_code.context("an exit without exitCode")?,
                 signal: p.signal,
+                timed_out: p.timed_out,
             })),
             notification::PROCESS_CLOSED => Ok(Incoming::Closed(ProcessClosedNotification {
                 process_id: p.process_id.into_owned(),
@@ -390,6 +395,7 @@ mod tests {
             seq: 10,
             exit_code: 137,
             signal: Some("SIGKILL".into()),
+            timed_out: true,
         };
         let message = serde_json::json!({"jsonrpc": "2.0", "method": notification::PROCESS_EXITED, "params": exited});
         assert!(matches!(parse(message).1, Incoming::Exited(e) if e == exited));
