@@ -285,3 +285,56 @@ pub fn run(root: &Path, quick: bool, only: Option<&str>) -> Result<()> {
     println!("wrote {}", path.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let mut values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&mut values, 0.5), 50.0);
+        assert_eq!(percentile(&mut values, 0.99), 99.0);
+        assert_eq!(percentile(&mut values, 1.0), 100.0);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn targets_are_judged_on_the_ratio_or_the_value() {
+        let row = |value, baseline, target| Row {
+            name: "x".into(),
+            unit: "us",
+            value,
+            baseline,
+            target,
+        };
+        assert_eq!(
+            row(60.0, Some(100.0), Target::RatioAtLeast(0.5)).met(),
+            Some(true)
+        );
+        assert_eq!(
+            row(40.0, Some(100.0), Target::RatioAtLeast(0.5)).met(),
+            Some(false)
+        );
+        assert_eq!(
+            row(1.6, Some(1.0), Target::RatioAtMost(1.5)).met(),
+            Some(false)
+        );
+        assert_eq!(
+            row(1.4, Some(1.0), Target::RatioAtMost(1.5)).met(),
+            Some(true)
+        );
+        assert_eq!(
+            row(90.0, Some(10.0), Target::AtMost(100.0)).met(),
+            Some(true)
+        );
+        assert_eq!(row(1.0, None, Target::RatioAtLeast(0.5)).met(), None);
+        assert_eq!(row(1.0, None, Target::None).met(), None);
+        let table = table(&[row(90.0, Some(45.0), Target::AtMost(100.0))], false);
+        assert!(
+            table.contains("| x | 90 us | 45 us | 2.00x | <= 100 us | yes |"),
+            "{table}"
+        );
+    }
+}
