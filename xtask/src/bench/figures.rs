@@ -113,16 +113,17 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
             server.stop().await
         })?;
     }
-    let raw = median(&mut raw);
     let size = format!("{} MiB", bytes >> 20);
     let mut rows = Vec::new();
     for (i, (label, _, target, _)) in STREAMS.iter().enumerate() {
+        let mut ratios: Vec<f64> = rates[i].iter().zip(&raw).map(|(r, b)| r / b).collect();
         rows.push(Row {
             name: format!("stream {size} over {label} (decoded, vs raw pipe)"),
             unit: "MB/s",
             value: median(&mut rates[i]),
-            baseline: Some(raw),
+            baseline: Some(median(&mut raw.clone())),
             target: Target::RatioAtLeast(*target),
+            paired: Some(median(&mut ratios)),
         });
     }
     for (i, (label, _, _, cpu_target)) in STREAMS.iter().enumerate() {
@@ -132,6 +133,7 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
             value: median(&mut cpus[i]),
             baseline: None,
             target: cpu_target.map_or(Target::None, Target::AtMost),
+            paired: None,
         });
     }
     for (i, (label, _, _, _)) in STREAMS.iter().enumerate() {
@@ -141,6 +143,7 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
             value: median(&mut chunks[i]),
             baseline: None,
             target: Target::None,
+            paired: None,
         });
     }
     for (i, (label, _, _, _)) in STREAMS.iter().enumerate() {
@@ -150,6 +153,7 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
             value: median(&mut client_cpus[i]),
             baseline: None,
             target: Target::None,
+            paired: None,
         });
     }
     Ok(rows)
@@ -188,6 +192,7 @@ fn echo_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<V
             value: percentile(&mut times, 0.5),
             baseline: Some(percentile(&mut raw_times, 0.5)),
             target: Target::AtMost(100.0),
+            paired: None,
         },
         Row {
             name: "pty echo of 1 byte over ws, p99 (vs raw pty + cat)".into(),
@@ -195,6 +200,7 @@ fn echo_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<V
             value: percentile(&mut times, 0.99),
             baseline: Some(percentile(&mut raw_times, 0.99)),
             target: Target::AtMost(300.0),
+            paired: None,
         },
         Row {
             name: "server CPU per pty echo round trip".into(),
@@ -202,6 +208,7 @@ fn echo_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<V
             value: cpu_per_trip,
             baseline: None,
             target: Target::None,
+            paired: None,
         },
     ])
 }
@@ -226,9 +233,15 @@ fn spawn_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<
     let per_round = sizes.spawn_count.div_ceil(ROUNDS);
     let mut raw = Vec::new();
     let mut times = Vec::new();
+    let mut ratios = Vec::new();
     for _ in 0..ROUNDS {
-        baseline::fork_exec_wait(per_round, &mut raw)?;
-        rt.block_on(spawns(&mut client, &mut next, per_round, &mut times))?;
+        let mut raw_round = Vec::new();
+        let mut round = Vec::new();
+        baseline::fork_exec_wait(per_round, &mut raw_round)?;
+        rt.block_on(spawns(&mut client, &mut next, per_round, &mut round))?;
+        ratios.push(median(&mut round) / median(&mut raw_round));
+        raw.append(&mut raw_round);
+        times.append(&mut round);
     }
     rt.block_on(async {
         client.close().await;
@@ -240,6 +253,7 @@ fn spawn_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<
         value: median(&mut times),
         baseline: Some(median(&mut raw)),
         target: Target::RatioAtMost(1.5),
+        paired: Some(median(&mut ratios)),
     }])
 }
 
@@ -256,6 +270,7 @@ fn live_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<V
         value: threads as f64,
         baseline: None,
         target: Target::AtMost(16.0),
+        paired: None,
     });
     rows.push(Row {
         name: format!(
@@ -266,6 +281,7 @@ fn live_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result<V
         value: rss as f64 / MIB,
         baseline: None,
         target: Target::AtMost(64.0),
+        paired: None,
     });
     Ok(rows)
 }
@@ -285,6 +301,7 @@ fn connection_rows(bin: &Path, sizes: Sizes) -> Result<Vec<Row>> {
         value: fair.aggregate,
         baseline: Some(fair.single),
         target: Target::RatioAtLeast(0.8),
+        paired: None,
     });
     rows.push(Row {
         name: format!(
@@ -295,6 +312,7 @@ fn connection_rows(bin: &Path, sizes: Sizes) -> Result<Vec<Row>> {
         value: fair.slowest,
         baseline: Some(fair.mean),
         target: Target::RatioAtLeast(0.5),
+        paired: None,
     });
     Ok(rows)
 }

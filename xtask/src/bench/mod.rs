@@ -81,13 +81,19 @@ pub struct Row {
     pub value: f64,
     pub baseline: Option<f64>,
     pub target: Target,
+    /// The median of the ratios of value to baseline measured side by side in each
+    /// round, when the figure has rounds: it pairs measurements taken seconds apart, so
+    /// outside load moves it less than the ratio of the two medians.
+    pub paired: Option<f64>,
 }
 
 impl Row {
     fn ratio(&self) -> Option<f64> {
-        self.baseline
-            .filter(|b| *b > 0.0)
-            .map(|baseline| self.value / baseline)
+        self.paired.or_else(|| {
+            self.baseline
+                .filter(|b| *b > 0.0)
+                .map(|baseline| self.value / baseline)
+        })
     }
 
     fn met(&self) -> Option<bool> {
@@ -308,6 +314,7 @@ mod tests {
             value,
             baseline,
             target,
+            paired: None,
         };
         assert_eq!(
             row(60.0, Some(100.0), Target::RatioAtLeast(0.5)).met(),
