@@ -92,6 +92,16 @@ struct ServeArgs {
     #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE, value_name = "N")]
     outbound_queue: usize,
 
+    /// Bytes queued per connection before the server stops reading process output and
+    /// holds responses back for it (a single larger message still passes, alone).
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE_BYTES, value_name = "BYTES")]
+    outbound_queue_bytes: usize,
+
+    /// Requests read but not yet answered per connection; past it the server stops
+    /// reading that connection until a response is written.
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_MAX_IN_FLIGHT, value_name = "N")]
+    max_in_flight: usize,
+
     /// Interval between WebSocket pings, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
     ping_interval_ms: u64,
@@ -174,6 +184,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_ttl: Duration::from_millis(args.session_ttl_ms),
         max_message_bytes: args.max_message_bytes,
         outbound_queue: args.outbound_queue,
+        outbound_queue_bytes: args.outbound_queue_bytes,
+        max_in_flight: args.max_in_flight,
         max_wait: Duration::from_millis(args.max_wait_ms.min(exec_server_protocol::MAX_WAIT_MS)),
     };
     let rpc = Server::new(rpc_config).context("cannot build the dispatch")?;

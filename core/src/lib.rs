@@ -25,4 +25,4 @@ mod sys;
 pub use config::SessionConfig;
 pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
-pub use session::{Session, Started, raise_fd_limit};
+pub use session::{Session, StartReservation, Started, raise_fd_limit};

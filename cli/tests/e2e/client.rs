@@ -19,7 +19,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The longest any single wait in these tests may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_exec-server");
+/// The binary under test: this build's, or the one `EXEC_SERVER_E2E_BIN` names (to run
+/// the same tests against another build, e.g. to see a regression test fail on old code).
+pub fn bin() -> String {
+    std::env::var("EXEC_SERVER_E2E_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_exec-server").to_owned())
+}
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`DEADLINE`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -64,7 +69,7 @@ impl ServerProc {
 
     /// Starts `exec-server serve --listen stdio` with `extra` flags.
     pub async fn stdio(extra: &[&str]) -> anyhow::Result<ServerProc> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--listen", "stdio", "--log-level", "warn"])
             .args(extra)
             .stdin(Stdio::piped())
@@ -91,7 +96,7 @@ impl ServerProc {
 
     /// [`ServerProc::ws`] with extra environment variables.
     pub async fn ws_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "serve",
                 "--listen",

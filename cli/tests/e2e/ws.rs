@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::client::{
-    BIN, Client, Kind, ServerProc, alive, children_of, exists, http_get, rss_kib, unb64,
-    wait_until, within,
+    Client, Kind, ServerProc, alive, children_of, exists, http_get, rss_kib, unb64, wait_until,
+    within,
 };
 use crate::scenarios;
 use crate::stdio::start_family;
@@ -113,7 +113,7 @@ async fn token_origin_and_healthz() -> anyhow::Result<()> {
 async fn no_auth_is_refused_on_a_non_loopback_bind() -> anyhow::Result<()> {
     let output = within(
         "the server to refuse",
-        tokio::process::Command::new(BIN)
+        tokio::process::Command::new(crate::client::bin())
             .args(["serve", "--listen", "ws://0.0.0.0:0", "--insecure-no-auth"])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
