@@ -223,3 +223,98 @@ async fn pipelined_requests_see_the_started_process_stdio() -> anyhow::Result<()
 async fn pipelined_requests_see_the_started_process_ws() -> anyhow::Result<()> {
     pipelined_requests_see_the_started_process(Kind::Ws).await
 }
+
+/// Clock ticks of CPU `pid` has used (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
+/// The largest VmRSS (KiB) of `pid` until it has used no CPU for a second (it has done
+/// all it will do for now), within the test deadline.
+async fn peak_rss_until_idle(pid: u32) -> u64 {
+    let mut peak = 0;
+    let mut ticks = cpu_ticks(pid);
+    let mut idle_samples = 0;
+    within("the server to go idle", async {
+        while idle_samples < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            peak = peak.max(crate::client::rss_kib(pid));
+            let now = cpu_ticks(pid);
+            if now == ticks {
+                idle_samples += 1;
+            } else {
+                idle_samples = 0;
+                ticks = now;
+            }
+        }
+    })
+    .await;
+    peak.max(crate::client::rss_kib(pid))
+}
+
+/// SPEC 8: one client that sends 1000 reads of 1 MB of output each and stops reading
+/// cannot grow the server without bound (before the fix: about 1.3 GB); once it reads
+/// again, its responses arrive.
+#[tokio::test]
+async fn a_client_that_stops_reading_cannot_grow_the_server() -> anyhow::Result<()> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = ServerProc::ws(&[]).await?;
+    let pid = server.pid();
+    let mut c = crate::client::Client::ws(server.url()).await?;
+    c.handshake().await;
+    c.start(
+        "big",
+        &["head", "-c", "1000000", "/dev/urandom"],
+        json!({}),
+    )
+    .await;
+    c.events_until_closed("big").await;
+    let before = crate::client::rss_kib(pid);
+
+    let crate::client::Transport::Ws(ws) = &mut c.transport else {
+        unreachable!()
+    };
+    // Queue the requests without flushing each (the server may stop reading them).
+    let sending = async {
+        for id in 0..1000u64 {
+            let read = request(
+                10_000 + id,
+                method::PROCESS_READ,
+                json!({"processId": "big", "afterSeq": 0}),
+            );
+            ws.feed(Message::text(read.to_string())).await?;
+        }
+        ws.flush().await
+    };
+    // The sends may block once the server stops reading: that is the point.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sending).await;
+    let peak = peak_rss_until_idle(pid).await;
+    eprintln!("server VmRSS: {before} KiB before, {peak} KiB at most while not read");
+    assert!(
+        peak < 150 * 1024,
+        "one connection grew the server to {peak} KiB"
+    );
+
+    // Reading again, the responses come (the first hundred are checked in full).
+    for id in 0..100u64 {
+        let r = c.response(&json!(10_000 + id)).await;
+        let total: usize = r["result"]["chunks"]
+            .as_array()
+            .map(|cs| cs.iter().map(|ch| unb64(&ch["chunk"]).len()).sum())
+            .unwrap_or(0);
+        assert_eq!(total, 1_000_000, "response {id}");
+    }
+    Ok(())
+}
