@@ -63,6 +63,11 @@ struct ServeArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     max_connections: usize,
 
+    /// Maximum TCP connections not yet upgraded to WebSocket (sending their request
+    /// headers, /healthz, refused requests); more are closed at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_pending_connections: usize,
+
     /// Maximum processes retained per session.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_processes: usize,
@@ -198,6 +203,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut config = WsConfig::new(addr, auth(&args)?);
             config.allowed_origins = args.allow_origin.clone();
             config.max_connections = args.max_connections;
+            config.max_pending_connections = args.max_pending_connections;
             config.ping_interval = Duration::from_millis(args.ping_interval_ms.max(1));
             config.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
             let server = WsServer::bind(config, rpc).await?;

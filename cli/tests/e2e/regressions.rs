@@ -274,12 +274,8 @@ async fn a_client_that_stops_reading_cannot_grow_the_server() -> anyhow::Result<
     let pid = server.pid();
     let mut c = crate::client::Client::ws(server.url()).await?;
     c.handshake().await;
-    c.start(
-        "big",
-        &["head", "-c", "1000000", "/dev/urandom"],
-        json!({}),
-    )
-    .await;
+    c.start("big", &["head", "-c", "1000000", "/dev/urandom"], json!({}))
+        .await;
     c.events_until_closed("big").await;
     let before = crate::client::rss_kib(pid);
 
@@ -316,5 +312,153 @@ async fn a_client_that_stops_reading_cannot_grow_the_server() -> anyhow::Result<
             .unwrap_or(0);
         assert_eq!(total, 1_000_000, "response {id}");
     }
+    Ok(())
+}
+
+/// A message over the size limit sent in fragments is answered with -32001 and the
+/// connection keeps working (before the fix soketto discarded the wrong number of bytes
+/// and the connection desynchronised).
+#[tokio::test]
+async fn a_fragmented_message_over_the_limit_leaves_the_connection_usable() -> anyhow::Result<()> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = ServerProc::ws(&["--max-message-bytes", "65536"]).await?;
+    let mut c = crate::client::Client::ws(server.url()).await?;
+    c.handshake().await;
+    for round in 0..3 {
+        let crate::client::Transport::Ws(ws) = &mut c.transport else {
+            unreachable!()
+        };
+        let part = vec![b' '; 30_000];
+        ws.send(Message::Frame(Frame::message(
+            part.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await?;
+        ws.send(Message::Frame(Frame::message(
+            part.clone(),
+            OpCode::Data(Data::Continue),
+            false,
+        )))
+        .await?;
+        ws.send(Message::Frame(Frame::message(
+            part,
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await?;
+        let r = c.response(&Value::Null).await;
+        assert_eq!(
+            r["error"]["code"],
+            exec_server_protocol::ErrorCode::LimitReached.code(),
+            "round {round}: {r}"
+        );
+        let list = c.call(method::PROCESS_LIST, json!({})).await;
+        assert_eq!(list, json!({"processes": []}), "round {round}");
+    }
+    // A fragmented message within the limit is reassembled.
+    let crate::client::Transport::Ws(ws) = &mut c.transport else {
+        unreachable!()
+    };
+    let text = request(77, method::PROCESS_LIST, json!({})).to_string();
+    let (a, b) = text.as_bytes().split_at(10);
+    ws.send(Message::Frame(Frame::message(
+        a.to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .await?;
+    ws.send(Message::Frame(Frame::message(
+        b.to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await?;
+    let r = c.response(&json!(77)).await;
+    assert_eq!(r["result"], json!({"processes": []}), "{r}");
+    Ok(())
+}
+
+/// Connections that never send a request are capped before the upgrade: past
+/// `--max-pending-connections` a new one is closed at once, and a slot frees when one
+/// of them goes.
+#[tokio::test]
+async fn connections_that_never_upgrade_are_capped() -> anyhow::Result<()> {
+    use tokio::net::TcpStream;
+
+    let server = ServerProc::ws(&["--max-pending-connections", "2"]).await?;
+    let addr = server.addr();
+    let idle1 = TcpStream::connect(&addr).await?;
+    let _idle2 = TcpStream::connect(&addr).await?;
+    // The third is closed without an answer (before the fix it was served).
+    let mut third = TcpStream::connect(&addr).await?;
+    let _ = third
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await;
+    let mut answer = Vec::new();
+    let _ = within(
+        "the third connection to close",
+        third.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(idle1);
+    within("a free slot", async {
+        loop {
+            if let Ok((200, _)) = crate::client::http_get(&addr, "/healthz", &[]).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// A peer that stops taking messages is dropped even while the server is blocked
+/// handling one of its requests (before the fix the idle timer did not run then, and
+/// the connection and its processes stayed forever).
+#[tokio::test]
+async fn a_peer_that_takes_nothing_is_dropped_while_a_request_waits() -> anyhow::Result<()> {
+    let server = ServerProc::ws(&[
+        "--ping-interval-ms",
+        "100",
+        "--idle-timeout-ms",
+        "500",
+        "--session-ttl-ms",
+        "100",
+    ])
+    .await?;
+    let mut c = crate::client::Client::ws(server.url()).await?;
+    c.handshake().await;
+    let started = c.start("yes", &["yes"], json!({})).await;
+    let pid = started["pid"].as_u64().unwrap() as u32;
+    // Not reading: the outbound queue fills with output, and a response waits for room
+    // in it, with the server's reader inside the dispatch. (Many requests, so that one
+    // surely arrives once the queue is full.)
+    let crate::client::Transport::Ws(ws) = &mut c.transport else {
+        unreachable!()
+    };
+    let sending = async {
+        use futures::SinkExt;
+        for id in 0..2000u64 {
+            let list = request(id, method::PROCESS_LIST, json!({}));
+            ws.feed(tokio_tungstenite::tungstenite::Message::text(
+                list.to_string(),
+            ))
+            .await?;
+        }
+        ws.flush().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sending).await;
+    // Dropped, detached, expired: the process is terminated.
+    crate::client::wait_until("the process to be terminated", || {
+        !crate::client::alive(pid)
+    })
+    .await;
     Ok(())
 }
