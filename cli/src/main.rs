@@ -241,9 +241,13 @@ fn main() {
                 .build()
                 .context("cannot start the runtime")
                 .and_then(|runtime| {
+                    // `serve` returns only once the server has shut down: every request
+                    // read was answered (stdio), every process terminated and reaped.
                     let result = runtime.block_on(serve(*args));
-                    // A blocking read of stdin may still be pending: do not wait for it.
-                    runtime.shutdown_background();
+                    // What is left are tasks of connections already closed. Stdin is
+                    // read by a detached thread, not the runtime's blocking pool, so
+                    // nothing here can wait on a pending read; the timeout is a bound.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
                     result
                 })
         }),

@@ -245,6 +245,31 @@ impl Client {
         self.send_raw(&value.to_string()).await
     }
 
+    /// Sends raw bytes as one message: a line over stdio (a `\n` is added), a text
+    /// frame over ws (the bytes need not be UTF-8).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match &mut self.transport {
+            Transport::Stdio { stdin, .. } => {
+                let stdin = stdin.as_mut().context("stdin closed")?;
+                stdin.write_all(bytes).await?;
+                stdin.write_all(b"\n").await?;
+                stdin.flush().await?;
+            }
+            Transport::Ws(ws) => {
+                use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+                use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+                let frame = Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+                ws.send(Message::Frame(frame)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The responses received while waiting for others and not yet claimed.
+    pub fn take_stray(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.responses)
+    }
+
     /// Closes stdin (stdio) or the socket (ws).
     pub async fn close(&mut self) -> anyhow::Result<()> {
         match &mut self.transport {
