@@ -307,4 +307,63 @@ mod tests {
             (vec![], Some("the stream ended inside a message"))
         );
     }
+
+    proptest::proptest! {
+        /// Random bytes never panic the reader, and no message it yields exceeds the limit.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (items, _) = rt.block_on(read_all(bytes, 100));
+            for item in items {
+                if let Incoming::Data(d) = item {
+                    proptest::prop_assert!(d.len() <= 100);
+                }
+            }
+        }
+
+        /// Messages of random sizes cut into random fragments come out whole, in order;
+        /// those over the limit as `TooLarge` with their size.
+        #[test]
+        fn fragmented_messages_round_trip(
+            messages in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1usize..5, proptest::prelude::any::<bool>()),
+                1..12,
+            )
+        ) {
+            let max = 200;
+            let mut input = Vec::new();
+            let mut expected = Vec::new();
+            for (i, (payload, parts, ping)) in messages.iter().enumerate() {
+                let step = payload.len().div_ceil(*parts).max(1);
+                let mut pieces: Vec<&[u8]> = payload.chunks(step).collect();
+                if pieces.is_empty() {
+                    pieces.push(&[]);
+                }
+                let last = pieces.len() - 1;
+                for (j, piece) in pieces.iter().enumerate() {
+                    let opcode = if j == 0 { 1 + (i as u8 % 2) } else { 0 };
+                    input.extend(frame(j == last, opcode, piece));
+                    if *ping && j == 0 {
+                        input.extend(frame(true, 9, b"p"));
+                    }
+                }
+                let whole = if payload.len() > max {
+                    Incoming::TooLarge(payload.len())
+                } else {
+                    Incoming::Data(payload.clone())
+                };
+                // A ping inside a fragmented message comes out before it, a ping after a
+                // single-frame message after it.
+                match (*ping, last) {
+                    (false, _) => expected.push(whole),
+                    (true, 0) => expected.extend([whole, Incoming::Ping(b"p".to_vec())]),
+                    (true, _) => expected.extend([Incoming::Ping(b"p".to_vec()), whole]),
+                }
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (items, error) = rt.block_on(read_all(input, max));
+            proptest::prop_assert_eq!(error, None);
+            proptest::prop_assert_eq!(items, expected);
+        }
+    }
 }
