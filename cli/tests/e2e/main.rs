@@ -5,6 +5,7 @@
 
 mod abuse;
 mod client;
+mod faults;
 mod regressions;
 mod scenarios;
 mod stdio;
