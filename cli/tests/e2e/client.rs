@@ -265,6 +265,12 @@ impl Client {
         Ok(())
     }
 
+    /// The notifications received while waiting for responses and not yet claimed.
+    #[allow(dead_code)] // Used by the load test binary.
+    pub fn take_notifications(&mut self) -> Vec<Value> {
+        self.notifications.drain(..).collect()
+    }
+
     /// The responses received while waiting for others and not yet claimed.
     pub fn take_stray(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.responses)
