@@ -554,3 +554,41 @@ pub async fn http_get(addr: &str, path: &str, headers: &[&str]) -> anyhow::Resul
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Clock ticks of CPU `pid` has used (user + system).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
+/// The largest VmRSS (KiB) of `pid` until it has used no CPU for a second (it has done
+/// all it will do for now), within the test deadline.
+pub async fn peak_rss_until_idle(pid: u32) -> u64 {
+    let mut peak = 0;
+    let mut ticks = cpu_ticks(pid);
+    let mut idle_samples = 0;
+    within("the server to go idle", async {
+        while idle_samples < 10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(pid));
+            let now = cpu_ticks(pid);
+            if now == ticks {
+                idle_samples += 1;
+            } else {
+                idle_samples = 0;
+                ticks = now;
+            }
+        }
+    })
+    .await;
+    peak.max(rss_kib(pid))
+}

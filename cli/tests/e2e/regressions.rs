@@ -224,44 +224,6 @@ async fn pipelined_requests_see_the_started_process_ws() -> anyhow::Result<()> {
     pipelined_requests_see_the_started_process(Kind::Ws).await
 }
 
-/// Clock ticks of CPU `pid` has used (user + system).
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = stat.rsplit_once(')')?.1.to_owned();
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
-        .unwrap_or(0)
-}
-
-/// The largest VmRSS (KiB) of `pid` until it has used no CPU for a second (it has done
-/// all it will do for now), within the test deadline.
-async fn peak_rss_until_idle(pid: u32) -> u64 {
-    let mut peak = 0;
-    let mut ticks = cpu_ticks(pid);
-    let mut idle_samples = 0;
-    within("the server to go idle", async {
-        while idle_samples < 10 {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            peak = peak.max(crate::client::rss_kib(pid));
-            let now = cpu_ticks(pid);
-            if now == ticks {
-                idle_samples += 1;
-            } else {
-                idle_samples = 0;
-                ticks = now;
-            }
-        }
-    })
-    .await;
-    peak.max(crate::client::rss_kib(pid))
-}
-
 /// SPEC 8: one client that sends 1000 reads of 1 MB of output each and stops reading
 /// cannot grow the server without bound (before the fix: about 1.3 GB); once it reads
 /// again, its responses arrive.
@@ -296,7 +258,7 @@ async fn a_client_that_stops_reading_cannot_grow_the_server() -> anyhow::Result<
     };
     // The sends may block once the server stops reading: that is the point.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sending).await;
-    let peak = peak_rss_until_idle(pid).await;
+    let peak = crate::client::peak_rss_until_idle(pid).await;
     eprintln!("server VmRSS: {before} KiB before, {peak} KiB at most while not read");
     assert!(
         peak < 150 * 1024,
