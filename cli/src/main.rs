@@ -23,6 +23,10 @@ enum Command {
     /// Serve the protocol until stdin ends (stdio) or SIGTERM/SIGINT; every child is
     /// terminated and reaped before exiting 0.
     Serve(Box<ServeArgs>),
+    /// The server's guardian (started by `serve` itself): kills every process group the
+    /// server started if the server dies without cleaning up.
+    #[command(hide = true)]
+    Guardian,
 }
 
 /// Options of `exec-server serve`.
@@ -152,7 +156,7 @@ fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
             .with_context(|| format!("cannot read --token-file {}", path.display()))?
             .trim()
             .to_owned()
-    } else if let Ok(token) = std::env::var("EXEC_SERVER_TOKEN") {
+    } else if let Ok(token) = std::env::var(exec_server_core::TOKEN_ENV) {
         token.trim().to_owned()
     } else {
         exec_server_rpc::random_hex(16).context("cannot generate a token from /dev/urandom")?
@@ -231,10 +235,29 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the guardian (before any thread exists): if the server dies without cleaning
+/// up, it kills every process group the server started. Without it the server still
+/// runs, with a warning.
+fn start_guardian() -> Option<exec_server_core::Guardian> {
+    let started = std::env::current_exe()
+        .and_then(|exe| exec_server_core::Guardian::start(&exe, ["guardian"]));
+    match started {
+        Ok(guardian) => Some(guardian),
+        Err(e) => {
+            eprintln!(
+                "exec-server: warning: cannot start the guardian ({e}); children would outlive a killed server"
+            );
+            None
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Guardian => std::process::exit(exec_server_core::guardian_main()),
         Command::Serve(args) => init_logging(&args.log_level).and_then(|()| {
+            let guardian = start_guardian();
             exec_server_core::raise_fd_limit();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -248,6 +271,9 @@ fn main() {
                     // read by a detached thread, not the runtime's blocking pool, so
                     // nothing here can wait on a pending read; the timeout is a bound.
                     runtime.shutdown_timeout(Duration::from_secs(1));
+                    if let Some(guardian) = guardian {
+                        guardian.stop();
+                    }
                     result
                 })
         }),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use exec_server_protocol::*;
 
-use crate::process::{LaunchParams, Process, lock};
+use crate::groups::GroupWatch;
+use crate::lock::lock;
+use crate::process::{ABANDON_AFTER, LaunchParams, Process};
 use crate::sink::SinkHub;
 use crate::spawn;
 use crate::sys;
@@ -52,6 +54,7 @@ pub(crate) struct Shared {
     config: SessionConfig,
     registry: Mutex<Registry>,
     hub: Arc<SinkHub>,
+    groups: GroupWatch,
     /// Woken whenever a `Starting` slot becomes live or is removed.
     settled: tokio::sync::Notify,
 }
@@ -127,7 +130,9 @@ impl StartReservation {
                 order: self.order,
                 retain_bytes: shared.config.retain_bytes,
                 max_pending_stdin: shared.config.max_pending_stdin_bytes,
+                timeout: params.timeout_ms.map(Duration::from_millis),
                 hub: shared.hub.clone(),
+                groups: shared.groups.clone(),
                 session: Arc::downgrade(shared),
             },
             spawned,
@@ -140,7 +145,7 @@ impl StartReservation {
             if reg.shut_down {
                 // shutdown() ran while we spawned: this child must not outlive it.
                 drop(reg);
-                proc.terminate(Duration::from_millis(DEFAULT_GRACE_MS));
+                proc.terminate_for_cleanup(Duration::from_millis(DEFAULT_GRACE_MS));
             }
         }
         shared.settled.notify_waiters();
@@ -177,6 +182,7 @@ impl Session {
                     shut_down: false,
                 }),
                 hub: Arc::new(SinkHub::new()),
+                groups: GroupWatch::new(),
                 settled: tokio::sync::Notify::new(),
             }),
         })
@@ -293,10 +299,18 @@ impl Session {
     /// `process/write`: synchronous enqueue, so writes reach stdin in the order of these calls.
     /// Unknown process: status `unknownProcess`; still starting: status `starting`.
     pub fn write(&self, params: ProcessWriteParams) -> Result<ProcessWriteResult, Error> {
+        if let Some(id) = &params.write_id
+            && (id.is_empty() || id.len() > MAX_WRITE_ID_BYTES)
+        {
+            return Err(Error::InvalidParams(format!(
+                "writeId must be 1 to {MAX_WRITE_ID_BYTES} bytes, got {}",
+                id.len()
+            )));
+        }
         let status = match self.lookup(&params.process_id) {
             Lookup::Missing => WriteStatus::UnknownProcess,
             Lookup::Starting => WriteStatus::Starting,
-            Lookup::Live(p) => p.write(&params.chunk, params.write_id)?,
+            Lookup::Live(p) => p.write(params.chunk.as_bytes(), params.write_id)?,
         };
         Ok(ProcessWriteResult { status })
     }
@@ -357,8 +371,9 @@ impl Session {
         self.shared.hub.set(None);
     }
 
-    /// Terminate every process with the default grace and wait until every child is
-    /// reaped (bounded by an internal deadline). Idempotent.
+    /// Terminate every process with the default grace and wait until each is done: its
+    /// group empty, its leader reaped and its output closed (bounded by an internal
+    /// deadline). Idempotent.
     pub async fn shutdown(&self) {
         let (procs, mut starting) = {
             let mut reg = lock(&self.shared.registry);
@@ -367,11 +382,11 @@ impl Session {
         };
         let grace = Duration::from_millis(DEFAULT_GRACE_MS);
         for p in &procs {
-            if !p.is_reaped() || !p.is_closed() {
-                p.terminate(grace);
+            if !p.is_done() {
+                p.terminate_for_cleanup(grace);
             }
         }
-        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + grace + ABANDON_AFTER + Duration::from_secs(3);
         // A start that reserved its id before the flag was set terminates its own child
         // right after spawning it (see `start`); wait for it to show up, then wait for it.
         let mut all = procs;
@@ -386,11 +401,11 @@ impl Session {
             }
         }
         for p in &all {
-            if tokio::time::timeout_at(deadline, p.wait_reaped())
+            if tokio::time::timeout_at(deadline, p.wait_done())
                 .await
                 .is_err()
             {
-                tracing::warn!(process_id = %p.id, pid = p.pid, "child not reaped by the shutdown deadline");
+                tracing::warn!(process_id = %p.id, pid = p.pid, "process not done by the shutdown deadline");
             }
         }
         // Best effort: let the exit be recorded too, so `list` shows it (a full sink may delay it).
@@ -422,7 +437,7 @@ impl Drop for Session {
         // Dropping a session without shutdown must not leave children behind.
         let (procs, _) = self.snapshot(&lock(&self.shared.registry));
         for p in procs {
-            if !p.is_reaped() {
+            if !p.is_done() {
                 p.kill_now();
             }
         }

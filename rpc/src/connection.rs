@@ -479,17 +479,22 @@ impl Connection {
             MethodCallback::Async(callback) => {
                 // The params are parsed here, on the read loop: a start reserves its id in
                 // receipt order, and a task holds typed params, not the request's text.
-                let room = match self.prepare(name, raw, &mut extensions) {
-                    Ok(room) => room,
+                let (room, parsed) = match self.prepare(name, raw, &mut extensions) {
+                    Ok(prepared) => prepared,
                     Err(error) => {
                         self.send(error_json(id, &error)).await;
                         return;
                     }
                 };
                 let id = id.into_owned();
+                let params = if parsed {
+                    Params::new(None)
+                } else {
+                    Params::new(raw).into_owned()
+                };
                 let call = callback(
                     id.clone(),
-                    Params::new(None),
+                    params,
                     ConnectionId(shared.id as usize),
                     max,
                     extensions,
@@ -521,15 +526,19 @@ impl Connection {
         }
     }
 
-    /// Parses the params of an asynchronous method into its extensions. A start reserves
-    /// its `processId` here. Returns the slot where a read leaves the room it reserved in
-    /// the outbound queue.
+    /// Parses the params of `process/start` and `process/read` into their extensions (a
+    /// start reserves its `processId` here); other asynchronous methods parse theirs in
+    /// their task. Returns the slot where a read leaves the room it reserved in the
+    /// outbound queue, and whether the params were parsed here.
     fn prepare(
         &self,
         name: &str,
         raw: Option<&str>,
         ext: &mut Extensions,
-    ) -> Result<Option<RoomSlot>, Error> {
+    ) -> Result<(Option<RoomSlot>, bool), Error> {
+        if name != ProcessStart::NAME && name != ProcessRead::NAME {
+            return Ok((None, false));
+        }
         let session = ext
             .get::<SessionExt>()
             .map(|s| s.0.clone())
@@ -538,7 +547,7 @@ impl Connection {
             let params: ProcessStartParams = parse(raw)?;
             let reservation = session.reserve(params).map_err(Error::from)?;
             ext.insert(Prepared::new(reservation));
-            Ok(None)
+            Ok((None, true))
         } else if name == ProcessRead::NAME {
             let params: ProcessReadParams = parse(raw)?;
             check_process_id(&params.process_id)?;
@@ -549,9 +558,9 @@ impl Connection {
                 tx: self.shared.tx.clone(),
                 room: room.clone(),
             });
-            Ok(Some(room))
+            Ok((Some(room), true))
         } else {
-            Err(Error::Internal(format!("`{name}` has no preparation")))
+            Ok((None, false))
         }
     }
 

@@ -3,11 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use exec_server_core::{Session, StartReservation};
+use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation};
 use exec_server_protocol::{
-    Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
-    ProcessReadParams, ProcessReadResult, ProcessResize, ProcessSignal, ProcessStart,
-    ProcessTerminate, ProcessWrite,
+    FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite, Initialize, MAX_PROCESS_ID_BYTES,
+    Method, ProcessCloseStdin, ProcessList, ProcessRead, ProcessReadParams, ProcessReadResult,
+    ProcessResize, ProcessSignal, ProcessStart, ProcessTerminate, ProcessWrite,
 };
 use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
 use jsonrpsee_types::ErrorObjectOwned;
@@ -141,6 +141,27 @@ where
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// Registers `M` as an asynchronous method whose params are parsed in its task: each
+/// call runs in its own task, so a long call never delays another request.
+fn async_method<M, F, Fut>(module: &mut RpcModule<()>, f: F) -> Result<(), Error>
+where
+    M: Method,
+    M::Result: Clone,
+    F: Fn(Arc<Session>, M::Params) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<M::Result, Error>> + Send,
+{
+    module
+        .register_async_method(M::NAME, move |params, _, ext| {
+            let f = f.clone();
+            async move {
+                let session = session(&ext)?;
+                f(session, parse(params.as_str())?).await
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
 /// Builds the method table: one entry per method of `exec_server_protocol::visit`.
 pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
     let mut module = RpcModule::new(());
@@ -219,7 +240,35 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
     sync_method::<ProcessTerminate, _>(&mut module, |session, p| Ok(session.terminate(p)))?;
     sync_method::<ProcessList, _>(&mut module, |session, _p| Ok(session.list()))?;
 
+    register_fs(&mut module, config)?;
     Ok(module.into())
+}
+
+/// Registers the `fs/*` methods (SPEC section 12). They need a session like `process/*`
+/// but act on the server's file system with its own permissions; each call runs in a task
+/// of its own and its file I/O on the blocking pool, a bounded number at a time (per server).
+fn register_fs(module: &mut RpcModule<()>, config: &RpcConfig) -> Result<(), Error> {
+    let files = Files::new(FsConfig {
+        max_concurrent: DEFAULT_FS_CONCURRENCY,
+        max_message_bytes: config.max_message_bytes,
+    });
+    macro_rules! fs_method {
+        ($method:ty, $call:ident) => {{
+            let files = files.clone();
+            async_method::<$method, _, _>(module, move |_session, p| {
+                let files = files.clone();
+                async move { files.$call(p).await.map_err(Error::from) }
+            })?;
+        }};
+    }
+    fs_method!(FsRead, read);
+    fs_method!(FsWrite, write);
+    fs_method!(FsStat, stat);
+    fs_method!(FsList, list);
+    fs_method!(FsMkdir, mkdir);
+    fs_method!(FsRemove, remove);
+    fs_method!(FsRename, rename);
+    Ok(())
 }
 
 /// The dispatch of one server: its method table, its sessions and its configuration.

@@ -131,11 +131,12 @@ mod tests {
             seq: 2,
             exit_code: 137,
             signal: Some("SIGKILL".into()),
+            timed_out: false,
         });
         let v: serde_json::Value = serde_json::from_str(&notification_json(&exited)).unwrap();
         assert_eq!(
             v,
-            json!({"jsonrpc":"2.0","method":notification::PROCESS_EXITED,"params":{"processId":"p1","seq":2,"exitCode":137,"signal":"SIGKILL"}})
+            json!({"jsonrpc":"2.0","method":notification::PROCESS_EXITED,"params":{"processId":"p1","seq":2,"exitCode":137,"signal":"SIGKILL","timedOut":false}})
         );
         let closed = Event::Closed(ProcessClosedNotification {
             process_id: "p1".into(),

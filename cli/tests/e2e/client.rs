@@ -1,6 +1,7 @@
 //! A raw JSON-RPC test client over the binary's stdio or a WebSocket, with a deadline on every wait.
 
 use std::collections::VecDeque;
+use std::io;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -490,8 +491,19 @@ pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The pids whose parent is `ppid`.
+/// The processes `ppid` started for its clients: its children except its guardian.
 pub fn children_of(ppid: u32) -> Vec<u32> {
+    all_children_of(ppid)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).nth(1) != Some(b"guardian".as_slice())
+        })
+        .collect()
+}
+
+/// The pids whose parent is `ppid`.
+pub fn all_children_of(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -553,6 +565,110 @@ pub async fn http_get(addr: &str, path: &str, headers: &[&str]) -> anyhow::Resul
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Starts the binary like [`ServerProc::start`], running `setup` in the child before exec.
+pub async fn spawn_with(
+    kind: Kind,
+    extra: &[&str],
+    setup: impl Fn() -> io::Result<()> + Send + Sync + 'static,
+) -> anyhow::Result<ServerProc> {
+    let listen = match kind {
+        Kind::Stdio => "stdio",
+        Kind::Ws => "ws://127.0.0.1:0",
+    };
+    let mut command = Command::new(bin());
+    command
+        .args(["serve", "--listen", listen, "--log-level", "warn"])
+        .args(extra)
+        .env_remove("EXEC_SERVER_TOKEN")
+        .stdin(if kind == Kind::Stdio {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // SAFETY: `setup` only makes async-signal-safe system calls.
+    unsafe { command.pre_exec(setup) };
+    let mut child = command.spawn().context("spawn exec-server")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    match kind {
+        Kind::Stdio => {
+            let stdin = child.stdin.take().context("stdin")?;
+            Ok(ServerProc {
+                child,
+                url: None,
+                stdio: Some((stdin, stdout)),
+                stdout_rest: None,
+            })
+        }
+        Kind::Ws => {
+            let mut lines = BufReader::new(stdout).lines();
+            let url = within("the URL line", lines.next_line())
+                .await?
+                .context("the server printed no URL line")?;
+            let rest = tokio::spawn(async move {
+                let mut rest = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    rest.push(line);
+                }
+                rest
+            });
+            Ok(ServerProc {
+                child,
+                url: Some(url),
+                stdio: None,
+                stdout_rest: Some(rest),
+            })
+        }
+    }
+}
+
+pub fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The uid and gid of `nobody`, when the system has that account.
+pub fn nobody() -> Option<(libc::uid_t, libc::gid_t)> {
+    // SAFETY: getpwnam returns null or a pointer valid until the next getpw* call; the
+    // fields are copied out at once.
+    unsafe {
+        let pw = libc::getpwnam(c"nobody".as_ptr());
+        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A server of `kind` running as `nobody` (dropped in the child before exec); `None` when
+/// this test does not run as root or the system has no `nobody` account.
+pub async fn as_nobody(kind: Kind, extra: &[&str]) -> anyhow::Result<Option<ServerProc>> {
+    if !is_root() {
+        return Ok(None);
+    }
+    let Some((uid, gid)) = nobody() else {
+        return Ok(None);
+    };
+    let server = spawn_with(kind, extra, move || {
+        // SAFETY: plain system calls on integers, between fork and exec.
+        unsafe {
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Some(server))
 }
 
 /// Clock ticks of CPU `pid` has used (user + system).

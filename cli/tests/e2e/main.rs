@@ -6,7 +6,10 @@
 mod abuse;
 mod client;
 mod faults;
+mod fs;
 mod regressions;
+mod sandbox;
 mod scenarios;
+mod shutdown_faults;
 mod stdio;
 mod ws;
