@@ -160,7 +160,8 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(
         events[2],
         json!({"jsonrpc": "2.0", "method": notification::PROCESS_EXITED,
-               "params": {"processId": "p1", "seq": 3, "exitCode": 7, "signal": null}})
+               "params": {"processId": "p1", "seq": 3, "exitCode": 7, "signal": null,
+                          "timedOut": false}})
     );
     assert_eq!(
         events[3],
@@ -183,7 +184,8 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(
         read,
         json!({"chunks": chunks, "nextSeq": 5, "exited": true, "exitCode": 7, "signal": null,
-               "closed": true, "truncated": false, "evictedBytes": 0, "failure": null})
+               "closed": true, "truncated": false, "evictedBytes": 0, "failure": null,
+               "timedOut": false})
     );
 
     let list = c.call(method::PROCESS_LIST, json!({})).await;
@@ -191,7 +193,7 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
         list,
         json!({"processes": [{"processId": "p1", "pid": pid,
             "argv": ["sh", "-c", "echo hi; echo oops >&2; exit 7"], "tty": false, "exited": true,
-            "exitCode": 7, "signal": null, "closed": true, "nextSeq": 5}]})
+            "exitCode": 7, "signal": null, "closed": true, "nextSeq": 5, "timedOut": false}]})
     );
     Ok(())
 }
@@ -372,7 +374,7 @@ pub async fn signals_and_terminate(kind: Kind) -> anyhow::Result<()> {
     let exited = wait_event(&mut c, "s", notification::PROCESS_EXITED).await;
     assert_eq!(
         exited["params"],
-        json!({"processId": "s", "seq": 1, "exitCode": 130, "signal": "SIGINT"})
+        json!({"processId": "s", "seq": 1, "exitCode": 130, "signal": "SIGINT", "timedOut": false})
     );
     wait_event(&mut c, "s", notification::PROCESS_CLOSED).await;
     assert_eq!(
@@ -386,7 +388,7 @@ pub async fn signals_and_terminate(kind: Kind) -> anyhow::Result<()> {
     let exited = wait_event(&mut c, "k", notification::PROCESS_EXITED).await;
     assert_eq!(
         exited["params"],
-        json!({"processId": "k", "seq": 1, "exitCode": 137, "signal": "SIGKILL"})
+        json!({"processId": "k", "seq": 1, "exitCode": 137, "signal": "SIGKILL", "timedOut": false})
     );
     wait_event(&mut c, "k", notification::PROCESS_CLOSED).await;
     assert_eq!(

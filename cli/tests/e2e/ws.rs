@@ -276,7 +276,7 @@ async fn resume_reads_detached_output_and_takes_over() -> anyhow::Result<()> {
     let exited = b.notification().await;
     assert_eq!(
         exited["params"],
-        json!({"processId": "w", "seq": 3, "exitCode": 137, "signal": "SIGKILL"})
+        json!({"processId": "w", "seq": 3, "exitCode": 137, "signal": "SIGKILL", "timedOut": false})
     );
 
     // A third connection takes the session over: the second is closed.
