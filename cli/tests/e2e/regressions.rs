@@ -111,6 +111,35 @@ async fn end_of_input_answers_a_pending_long_poll_at_once() {
     assert_eq!(exited["params"]["signal"], "SIGTERM", "{exited}");
 }
 
+/// SPEC 2 again, with the process already started (so only the end of input is under
+/// test): the pending long poll is answered before the termination, and the list after
+/// it too.
+#[tokio::test]
+async fn end_of_input_answers_a_long_poll_on_a_running_process() -> anyhow::Result<()> {
+    let mut server = ServerProc::stdio(&[]).await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    c.start("p", &["sleep", "60"], json!({})).await;
+    let read = c
+        .send_request(
+            method::PROCESS_READ,
+            json!({"processId": "p", "afterSeq": 0, "waitMs": 300_000}),
+        )
+        .await;
+    let list = c.send_request(method::PROCESS_LIST, json!({})).await;
+    c.close().await?;
+    let r = c.response(&list).await;
+    assert!(r["result"]["processes"].is_array(), "{r}");
+    let r = c.response(&read).await;
+    assert_eq!(r["result"]["chunks"], json!([]), "{r}");
+    assert_eq!(
+        r["result"]["exited"], false,
+        "answered only after the termination: {r}"
+    );
+    assert_eq!(server.wait_exit().await?, 0);
+    Ok(())
+}
+
 /// SPEC 2, repeated on the real binary: requests piped in with a read and a list as the
 /// last lines are all answered, every run.
 #[tokio::test]
