@@ -453,3 +453,62 @@ async fn a_peer_that_takes_nothing_is_dropped_while_a_request_waits() -> anyhow:
     .await;
     Ok(())
 }
+
+/// SPEC 8: past `--max-in-flight` unanswered requests the server stops reading the
+/// connection until a response is written: with two long polls pending and a limit of
+/// two, a `process/list` sent after them is answered only after one of them.
+async fn the_in_flight_limit_stops_reading(kind: Kind) -> anyhow::Result<()> {
+    let mut server = ServerProc::start(kind, &["--max-in-flight", "2"]).await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    let flag = std::env::temp_dir().join(format!(
+        "exec-e2e-inflight-{}-{kind:?}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&flag);
+    c.start(
+        "w",
+        &["sh", "-c", "while [ ! -e \"$F\" ]; do sleep 0.01; done; echo go"],
+        json!({"env": {"PATH": "/usr/bin:/bin", "F": flag.to_str().unwrap()}}),
+    )
+    .await;
+    let polls = [
+        c.send_request(
+            method::PROCESS_READ,
+            json!({"processId": "w", "afterSeq": 0, "waitMs": 300_000}),
+        )
+        .await,
+        c.send_request(
+            method::PROCESS_READ,
+            json!({"processId": "w", "afterSeq": 0, "waitMs": 300_000}),
+        )
+        .await,
+    ];
+    let list = c.send_request(method::PROCESS_LIST, json!({})).await;
+    std::fs::write(&flag, b"")?;
+    let list_response = c.response(&list).await;
+    assert!(list_response["result"]["processes"].is_array());
+    for poll in &polls {
+        let r = c.response(poll).await;
+        assert_eq!(unb64(&r["result"]["chunks"][0]["chunk"]), b"go\n", "{r}");
+    }
+    let at = |id: &Value| c.log.iter().position(|m| &m["id"] == id).unwrap();
+    let first_poll = at(&polls[0]).min(at(&polls[1]));
+    assert!(
+        first_poll < at(&list),
+        "the list was answered while two requests were in flight: {:#?}",
+        c.log
+    );
+    let _ = std::fs::remove_file(&flag);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_in_flight_limit_stops_reading_stdio() -> anyhow::Result<()> {
+    the_in_flight_limit_stops_reading(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn the_in_flight_limit_stops_reading_ws() -> anyhow::Result<()> {
+    the_in_flight_limit_stops_reading(Kind::Ws).await
+}
