@@ -183,6 +183,8 @@ fn termination() -> anyhow::Result<impl Future<Output = ()>> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
+    // Orphans the children leave behind are adopted (see `subreaper` in `main`) and reaped here.
+    tokio::spawn(exec_server_core::reap_orphans());
     let rpc_config = RpcConfig {
         session: SessionConfig {
             retain_bytes: args.retain_bytes,
@@ -258,6 +260,12 @@ fn main() {
         Command::Guardian => std::process::exit(exec_server_core::guardian_main()),
         Command::Serve(args) => init_logging(&args.log_level).and_then(|()| {
             let guardian = start_guardian();
+            // Adopt what the children leave behind: every member of a group the server
+            // started stays its descendant (cheap "is the group empty?" checks), and an
+            // orphan never escapes to init.
+            if let Err(e) = exec_server_core::become_subreaper() {
+                tracing::warn!("cannot become a child subreaper: {e}");
+            }
             exec_server_core::raise_fd_limit();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
 use crate::lock::lock;
-use crate::sys;
+use crate::{reaper, sys};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -80,7 +80,12 @@ async fn run(inner: Arc<Inner>) {
             }
             pending.waiters.iter().map(|(id, _)| *id).collect()
         };
-        let live = match sys::live_groups(&ids) {
+        let scan = if reaper::is_subreaper() {
+            reaper::live_groups_among_descendants(&ids).or_else(|_| sys::live_groups(&ids))
+        } else {
+            sys::live_groups(&ids)
+        };
+        let live = match scan {
             Ok(live) => live,
             Err(e) => {
                 // Without /proc nothing can be known: release every waiter (the leader

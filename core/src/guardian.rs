@@ -75,6 +75,7 @@ impl Guardian {
             });
         }
         let child = cmd.spawn()?;
+        crate::reaper::set_guardian(child.id() as i32);
         PIPE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         Ok(Guardian {
             child,

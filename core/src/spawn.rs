@@ -16,7 +16,7 @@ use portable_pty::{MasterPty, PtySize};
 use tokio::io::unix::AsyncFd;
 
 use crate::account::{self, Account};
-use crate::{Error, TOKEN_ENV, guardian, sys};
+use crate::{Error, TOKEN_ENV, guardian, reaper, sys};
 
 /// A non-blocking fd registered with tokio's reactor, shared by the tasks that use it.
 pub(crate) type SharedFd = Arc<AsyncFd<OwnedFd>>;
@@ -247,6 +247,7 @@ impl Drop for Unowned {
             let _ = sys::kill(self.pid, libc::SIGKILL);
             guardian::withdraw(self.pid);
             sys::reap_blocking(self.pid);
+            reaper::disown(self.pid);
         }
     }
 }
@@ -289,7 +290,10 @@ fn spawn_pipes(
             Ok(())
         });
     }
+    let gate = reaper::spawn_gate();
     let mut child = cmd.spawn().map_err(|e| spawn_failed(argv0, e))?;
+    reaper::own(child.id() as i32);
+    drop(gate);
     drop(cmd);
     let unowned = Unowned::new(&child);
     let pidfd = open_pidfd(unowned.pid)?;
@@ -389,7 +393,12 @@ fn spawn_tty(
             Ok(())
         });
     }
+    let gate = reaper::spawn_gate();
     let child = cmd.spawn().map_err(|e| spawn_failed(argv0, e));
+    if let Ok(child) = &child {
+        reaper::own(child.id() as i32);
+    }
+    drop(gate);
     // The Command holds the parent's slave copies: drop them, or EOF never comes.
     drop(cmd);
     let child = child?;

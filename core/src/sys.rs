@@ -235,6 +235,56 @@ pub(crate) fn for_each_process(mut f: impl FnMut(ProcStat)) -> io::Result<()> {
     Ok(())
 }
 
+/// `/proc/PID/stat` of one process, if it still exists.
+pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
+    use std::io::Read as _;
+    let mut buf = [0u8; 1024];
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = file.read(&mut buf).ok()?;
+    parse_stat(pid, &buf[..n])
+}
+
+/// The children of every thread of the process whose `/proc` directory is `dir`
+/// (`/proc/PID/task/TID/children`, which lists zombies too).
+fn children_in(dir: &str) -> io::Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("{dir}/task"))? {
+        let Ok(task) = task else { continue };
+        let mut path = task.path();
+        path.push("children");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // The file is missing on kernels without CONFIG_PROC_CHILDREN.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+            Err(_) => continue,
+        };
+        out.extend(
+            text.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Ok(out)
+}
+
+/// This process's children (every thread's).
+pub(crate) fn children_of_self() -> io::Result<Vec<i32>> {
+    children_in("/proc/self")
+}
+
+/// The children of `pid` (none if it is gone).
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
+    children_in(&format!("/proc/{pid}")).unwrap_or_default()
+}
+
+/// Reap child `pid` if it has exited (never waits).
+pub(crate) fn reap_pid_nohang(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on a child of ours with a valid status pointer.
+    unsafe {
+        libc::waitpid(pid, &mut status, libc::WNOHANG);
+    }
+}
+
 /// The ids among `ids` that still have a live (not zombie) process in the process group
 /// or the session of that id.
 pub(crate) fn live_groups(ids: &[i32]) -> io::Result<Vec<i32>> {

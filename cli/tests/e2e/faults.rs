@@ -295,3 +295,47 @@ async fn the_token_never_reaches_a_child() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn orphans_are_adopted_and_reaped_and_still_count_as_group_members() -> anyhow::Result<()> {
+    let mut server = ServerProc::stdio(&[]).await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    // The shell exits at once; its background job outlives it, holding no pipe.
+    let script = "sleep 1000 </dev/null >/dev/null 2>&1 & echo $!";
+    let leader = c.start("p", &["sh", "-c", script], json!({})).await["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let events = c.events_until_closed("p").await;
+    let orphan: u32 = String::from_utf8(output_of(&events))?.trim().parse()?;
+    // Adopted by the server (a child subreaper), not by init.
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    assert_eq!(parent(orphan), Some(server.pid()));
+    // The orphan keeps the group alive: the leader stays unreaped, and terminate reaches it.
+    assert!(std::path::Path::new(&format!("/proc/{leader}")).exists());
+    let r = c
+        .call(
+            method::PROCESS_TERMINATE,
+            json!({"processId": "p", "graceMs": 100}),
+        )
+        .await;
+    assert_eq!(r, json!({"running": false}));
+    // Killed, then reaped by the server: no zombie is left behind.
+    wait_until("the orphan to be killed and reaped", || {
+        !std::path::Path::new(&format!("/proc/{orphan}")).exists()
+    })
+    .await;
+    wait_until("the leader to be reaped", || {
+        !std::path::Path::new(&format!("/proc/{leader}")).exists()
+    })
+    .await;
+    Ok(())
+}

@@ -461,14 +461,16 @@ async fn the_in_flight_limit_stops_reading(kind: Kind) -> anyhow::Result<()> {
     let mut server = ServerProc::start(kind, &["--max-in-flight", "2"]).await?;
     let mut c = server.client().await?;
     c.handshake().await;
-    let flag = std::env::temp_dir().join(format!(
-        "exec-e2e-inflight-{}-{kind:?}",
-        std::process::id()
-    ));
+    let flag =
+        std::env::temp_dir().join(format!("exec-e2e-inflight-{}-{kind:?}", std::process::id()));
     let _ = std::fs::remove_file(&flag);
     c.start(
         "w",
-        &["sh", "-c", "while [ ! -e \"$F\" ]; do sleep 0.01; done; echo go"],
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e \"$F\" ]; do sleep 0.01; done; echo go",
+        ],
         json!({"env": {"PATH": "/usr/bin:/bin", "F": flag.to_str().unwrap()}}),
     )
     .await;

@@ -160,8 +160,7 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(
         events[2],
         json!({"jsonrpc": "2.0", "method": notification::PROCESS_EXITED,
-               "params": {"processId": "p1", "seq": 3, "exitCode": 7, "signal": null,
-                          "timedOut": false}})
+               "params": {"processId": "p1", "seq": 3, "exitCode": 7, "signal": null, "timedOut": false}})
     );
     assert_eq!(
         events[3],
@@ -184,8 +183,7 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(
         read,
         json!({"chunks": chunks, "nextSeq": 5, "exited": true, "exitCode": 7, "signal": null,
-               "closed": true, "truncated": false, "evictedBytes": 0, "failure": null,
-               "timedOut": false})
+               "closed": true, "timedOut": false, "truncated": false, "evictedBytes": 0, "failure": null})
     );
 
     let list = c.call(method::PROCESS_LIST, json!({})).await;
@@ -193,7 +191,7 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
         list,
         json!({"processes": [{"processId": "p1", "pid": pid,
             "argv": ["sh", "-c", "echo hi; echo oops >&2; exit 7"], "tty": false, "exited": true,
-            "exitCode": 7, "signal": null, "closed": true, "nextSeq": 5, "timedOut": false}]})
+            "exitCode": 7, "signal": null, "closed": true, "timedOut": false, "nextSeq": 5}]})
     );
     Ok(())
 }

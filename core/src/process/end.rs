@@ -15,9 +15,9 @@ use exec_server_protocol::DEFAULT_GRACE_MS;
 use tokio::sync::watch;
 
 use super::{PidFd, Process, gate_open};
-use crate::guardian;
 use crate::lock::lock;
 use crate::sys::{self, ExitStatus};
+use crate::{guardian, reaper};
 
 /// After a cleanup's SIGKILL, how long output streams may stay open (held by a process
 /// that left the group) before they are given up.
@@ -69,6 +69,7 @@ async fn release(proc: Arc<Process>, pidfd: PidFd) {
         if let Err(e) = sys::reap(pidfd.get_ref().as_fd()) {
             tracing::warn!(process_id = %proc.id, "reap: {e}");
         }
+        reaper::disown(proc.pid as i32);
         ctl.reaped = true;
     }
     drop(pidfd);
