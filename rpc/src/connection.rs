@@ -1,9 +1,9 @@
 //! One transport connection: message classification, the handshake state machine, dispatch and the outbound queue.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use exec_server_core::Session;
+use exec_server_core::{Session, lock};
 use exec_server_protocol::{
     Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION, ProcessList,
     ProcessRead, ProcessReadParams, ProcessResize, ProcessResizeParams, ProcessSignal,
@@ -83,7 +83,7 @@ impl ConnectionShared {
     }
 
     fn state(&self) -> MutexGuard<'_, Handshake> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The body of `initialize` (the dispatch already moved the state to `Initializing`).
@@ -95,10 +95,7 @@ impl ConnectionShared {
         let mut state = self.state();
         match &result {
             Ok(attached) => {
-                *self
-                    .pending_attach
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(attached.session_id.clone());
+                *lock(&self.pending_attach) = Some(attached.session_id.clone());
                 *state = Handshake::Initialized(attached.clone());
             }
             Err(_) => *state = Handshake::New,
@@ -143,11 +140,7 @@ impl ConnectionShared {
 
     /// Attaches the session of a just-answered `initialize`, so pushes start after its response.
     fn attach_pending(&self) {
-        let pending = self
-            .pending_attach
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let pending = lock(&self.pending_attach).take();
         if let Some(session_id) = pending {
             let sink = Arc::new(QueueSink::new(self.tx.clone()));
             self.server.registry().attach(&session_id, self.id, sink);
@@ -513,8 +506,7 @@ impl Connection {
                     } else {
                         call.await
                     };
-                    let room =
-                        room.and_then(|r| r.lock().unwrap_or_else(PoisonError::into_inner).take());
+                    let room = room.and_then(|r| lock(&r).take());
                     send_response(&tx, id, response, max, room).await;
                     drop(permit);
                 });

@@ -1,9 +1,9 @@
 //! The method table of the server as a jsonrpsee `RpcModule`, one typed handler per protocol method.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation};
+use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation, lock};
 use exec_server_protocol::{
     FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite, Initialize, MAX_PROCESS_ID_BYTES,
     Method, ProcessCloseStdin, ProcessList, ProcessRead, ProcessReadParams, ProcessReadResult,
@@ -45,7 +45,7 @@ impl<T> Prepared<T> {
 
 fn take<T: Send + Sync + 'static>(ext: &Extensions) -> Result<T, Error> {
     ext.get::<Prepared<T>>()
-        .and_then(|p| p.0.lock().unwrap_or_else(PoisonError::into_inner).take())
+        .and_then(|p| lock(&p.0).take())
         .ok_or_else(|| Error::Internal("call dispatched without its prepared params".into()))
 }
 
@@ -224,7 +224,7 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
             }
             .map_err(Error::from)?;
             if let Ok(room) = read.tx.reserve(read_json_bound(&result)).await {
-                *read.room.lock().unwrap_or_else(PoisonError::into_inner) = Some(room);
+                *lock(&read.room) = Some(room);
             }
             Ok::<ProcessReadResult, Error>(result)
         })
