@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation, lock};
 use exec_server_protocol::{
-    FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite, Initialize, MAX_PROCESS_ID_BYTES,
-    Method, ProcessCloseStdin, ProcessList, ProcessRead, ProcessReadParams, ProcessReadResult,
-    ProcessResize, ProcessSignal, ProcessStart, ProcessTerminate, ProcessWrite,
+    FS_READ_MAX_BYTES, FsList, FsMkdir, FsRead, FsReadParams, FsRemove, FsRename, FsStat, FsWrite,
+    Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
+    ProcessReadParams, ProcessReadResult, ProcessResize, ProcessSignal, ProcessStart,
+    ProcessTerminate, ProcessWrite,
 };
 use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
 use jsonrpsee_types::ErrorObjectOwned;
@@ -261,7 +262,31 @@ fn register_fs(module: &mut RpcModule<()>, config: &RpcConfig) -> Result<(), Err
             })?;
         }};
     }
-    fs_method!(FsRead, read);
+    // Like `process/read`: room in the outbound queue for the largest answer is reserved
+    // before the file is read, so reads whose answers the client does not take wait
+    // instead of each holding its data.
+    {
+        let files = files.clone();
+        module
+            .register_async_method(FsRead::NAME, move |params, _, ext| {
+                let files = files.clone();
+                async move {
+                    let p: FsReadParams = parse(params.as_str())?;
+                    let read = ext.get::<ReadExt>().cloned().ok_or_else(|| {
+                        Error::Internal("fs/read dispatched without its queue".into())
+                    })?;
+                    let most = p
+                        .max_bytes
+                        .unwrap_or(FS_READ_MAX_BYTES)
+                        .min(FS_READ_MAX_BYTES) as usize;
+                    if let Ok(room) = read.tx.reserve(most.div_ceil(3) * 4 + 512).await {
+                        *lock(&read.room) = Some(room);
+                    }
+                    files.read(p).await.map_err(Error::from)
+                }
+            })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
     fs_method!(FsWrite, write);
     fs_method!(FsStat, stat);
     fs_method!(FsList, list);

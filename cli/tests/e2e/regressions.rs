@@ -514,3 +514,62 @@ async fn the_in_flight_limit_stops_reading_stdio() -> anyhow::Result<()> {
 async fn the_in_flight_limit_stops_reading_ws() -> anyhow::Result<()> {
     the_in_flight_limit_stops_reading(Kind::Ws).await
 }
+
+/// `fs/read` answers are bounded like `process/read` ones: 100 reads of a 4 MiB file
+/// whose answers the client does not take make the server wait, not hold 100 answers;
+/// and 200 pipelined 1 MiB `fs/write`s hold at most twice the message limit in requests.
+#[tokio::test]
+async fn file_calls_a_client_does_not_read_cannot_grow_the_server() -> anyhow::Result<()> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = std::env::temp_dir().join(format!("exec-server-e2e-fsmem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("four.bin");
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i * 31 + 7) as u8)
+        .collect();
+    std::fs::write(&file, &data)?;
+    let path = file.to_string_lossy().into_owned();
+
+    let server = ServerProc::ws(&[]).await?;
+    let pid = server.pid();
+    let mut c = crate::client::Client::ws(server.url()).await?;
+    c.handshake().await;
+    let before = crate::client::rss_kib(pid);
+    let crate::client::Transport::Ws(ws) = &mut c.transport else {
+        unreachable!()
+    };
+    let chunk = crate::client::b64(&vec![b'w'; 1024 * 1024]);
+    let sending = async {
+        for id in 0..100u64 {
+            let read = request(20_000 + id, method::FS_READ, json!({"path": path}));
+            ws.feed(Message::text(read.to_string())).await?;
+        }
+        for id in 0..200u64 {
+            let target = dir.join(format!("w{id}")).to_string_lossy().into_owned();
+            let write = request(
+                30_000 + id,
+                method::FS_WRITE,
+                json!({"path": target, "data": chunk}),
+            );
+            ws.feed(Message::text(write.to_string())).await?;
+        }
+        ws.flush().await
+    };
+    // The sends block once the server stops reading: that is the point.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sending).await;
+    let peak = crate::client::peak_rss_until_idle(pid).await;
+    eprintln!("server VmRSS: {before} KiB before, {peak} KiB at most while not read");
+    assert!(
+        peak < 150 * 1024,
+        "one connection grew the server to {peak} KiB"
+    );
+    // Reading again, the answers come, whole.
+    for id in 0..5u64 {
+        let r = c.response(&json!(20_000 + id)).await;
+        assert_eq!(unb64(&r["result"]["data"]), data, "answer {id}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
