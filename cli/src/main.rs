@@ -67,6 +67,11 @@ struct ServeArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     max_connections: usize,
 
+    /// Maximum TCP connections not yet upgraded to WebSocket (sending their request
+    /// headers, /healthz, refused requests); more are closed at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_pending_connections: usize,
+
     /// Maximum processes retained per session.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_processes: usize,
@@ -95,6 +100,16 @@ struct ServeArgs {
     /// for it (backpressure); each holds at most one 64 KiB output chunk.
     #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE, value_name = "N")]
     outbound_queue: usize,
+
+    /// Bytes queued per connection before the server stops reading process output and
+    /// holds responses back for it (a single larger message still passes, alone).
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE_BYTES, value_name = "BYTES")]
+    outbound_queue_bytes: usize,
+
+    /// Requests read but not yet answered per connection; past it the server stops
+    /// reading that connection until a response is written.
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_MAX_IN_FLIGHT, value_name = "N")]
+    max_in_flight: usize,
 
     /// Interval between WebSocket pings, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
@@ -180,6 +195,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_ttl: Duration::from_millis(args.session_ttl_ms),
         max_message_bytes: args.max_message_bytes,
         outbound_queue: args.outbound_queue,
+        outbound_queue_bytes: args.outbound_queue_bytes,
+        max_in_flight: args.max_in_flight,
         max_wait: Duration::from_millis(args.max_wait_ms.min(exec_server_protocol::MAX_WAIT_MS)),
     };
     let rpc = Server::new(rpc_config).context("cannot build the dispatch")?;
@@ -192,6 +209,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut config = WsConfig::new(addr, auth(&args)?);
             config.allowed_origins = args.allow_origin.clone();
             config.max_connections = args.max_connections;
+            config.max_pending_connections = args.max_pending_connections;
             config.ping_interval = Duration::from_millis(args.ping_interval_ms.max(1));
             config.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
             let server = WsServer::bind(config, rpc).await?;
@@ -270,9 +288,13 @@ fn main() {
                 .build()
                 .context("cannot start the runtime")
                 .and_then(|runtime| {
+                    // `serve` returns only once the server has shut down: every request
+                    // read was answered (stdio), every process terminated and reaped.
                     let result = runtime.block_on(serve(*args));
-                    // A blocking read of stdin may still be pending: do not wait for it.
-                    runtime.shutdown_background();
+                    // What is left are tasks of connections already closed. Stdin is
+                    // read by a detached thread, not the runtime's blocking pool, so
+                    // nothing here can wait on a pending read; the timeout is a bound.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
                     if let Some(guardian) = guardian {
                         guardian.stop();
                     }

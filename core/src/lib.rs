@@ -33,6 +33,6 @@ pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
 pub use fs::{DEFAULT_FS_CONCURRENCY, Files, FsConfig};
 pub use guardian::{Guardian, guardian_main};
-pub use lock::lock;
+pub use lock::{lock, read_lock, write_lock};
 pub use reaper::{become_subreaper, reap_orphans};
-pub use session::{Session, Started, raise_fd_limit};
+pub use session::{Session, StartReservation, Started, raise_fd_limit};

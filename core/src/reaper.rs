@@ -18,7 +18,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
-use crate::lock::lock;
+use crate::lock::{lock, read_lock, write_lock};
 use crate::sys;
 
 static SUBREAPER: AtomicBool = AtomicBool::new(false);
@@ -56,7 +56,7 @@ pub(crate) fn set_guardian(pid: i32) {
 
 /// Taken around a spawn, until [`own`] registered the new leader.
 pub(crate) fn spawn_gate() -> RwLockReadGuard<'static, ()> {
-    SPAWN_GATE.read().unwrap_or_else(|e| e.into_inner())
+    read_lock(&SPAWN_GATE)
 }
 
 /// `pid` is a leader owned by a `Process`: not an orphan.
@@ -125,7 +125,7 @@ pub async fn reap_orphans() {
 }
 
 fn reap_dead_orphans() {
-    let _gate = SPAWN_GATE.write().unwrap_or_else(|e| e.into_inner());
+    let _gate = write_lock(&SPAWN_GATE);
     let Ok(children) = sys::children_of_self() else {
         return;
     };

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     hub: Arc<SinkHub>,
     groups: GroupWatch,
+    /// Woken whenever a `Starting` slot becomes live or is removed.
+    settled: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -78,20 +80,82 @@ impl Shared {
     }
 }
 
-/// Removes a `Starting` reservation unless the start completed.
-struct Reservation<'a> {
-    shared: &'a Shared,
-    id: Option<String>,
+/// A `processId` reserved by [`Session::reserve`]: the process is `starting` for every
+/// other call until [`StartReservation::spawn`] finishes. Dropping it unspawned releases
+/// the id.
+pub struct StartReservation {
+    shared: Arc<Shared>,
+    params: Option<ProcessStartParams>,
+    order: u64,
 }
 
-impl Drop for Reservation<'_> {
+impl std::fmt::Debug for StartReservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartReservation")
+            .field("process_id", &self.params.as_ref().map(|p| &p.process_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StartReservation {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
+        if let Some(params) = self.params.take() {
             let mut reg = lock(&self.shared.registry);
-            if matches!(reg.map.get(&id), Some(Slot::Starting)) {
-                reg.map.remove(&id);
+            if matches!(reg.map.get(&params.process_id), Some(Slot::Starting)) {
+                reg.map.remove(&params.process_id);
+            }
+            drop(reg);
+            self.shared.settled.notify_waiters();
+        }
+    }
+}
+
+impl StartReservation {
+    /// Spawns the reserved process. On failure the id is released again.
+    pub async fn spawn(mut self) -> Result<Started, Error> {
+        let Some(params) = self.params.as_ref() else {
+            return Err(Error::Internal("start reservation used twice".into()));
+        };
+        let spawned = spawn::spawn(params)?;
+        let pid = spawned.pid;
+        let gate = tokio::sync::watch::Sender::new(());
+        let Some(params) = self.params.take() else {
+            return Err(Error::Internal("start reservation used twice".into()));
+        };
+        let shared = &self.shared;
+        let proc = Process::launch(
+            LaunchParams {
+                id: params.process_id.clone(),
+                argv: params.argv,
+                order: self.order,
+                retain_bytes: shared.config.retain_bytes,
+                max_pending_stdin: shared.config.max_pending_stdin_bytes,
+                timeout: params.timeout_ms.map(Duration::from_millis),
+                hub: shared.hub.clone(),
+                groups: shared.groups.clone(),
+                session: Arc::downgrade(shared),
+            },
+            spawned,
+            &gate,
+        );
+        {
+            let mut reg = lock(&shared.registry);
+            reg.map
+                .insert(params.process_id.clone(), Slot::Live(proc.clone()));
+            if reg.shut_down {
+                // shutdown() ran while we spawned: this child must not outlive it.
+                drop(reg);
+                proc.terminate_for_cleanup(Duration::from_millis(DEFAULT_GRACE_MS));
             }
         }
+        shared.settled.notify_waiters();
+        Ok(Started {
+            result: ProcessStartResult {
+                process_id: params.process_id,
+                pid,
+            },
+            _gate: gate,
+        })
     }
 }
 
@@ -119,6 +183,7 @@ impl Session {
                 }),
                 hub: Arc::new(SinkHub::new()),
                 groups: GroupWatch::new(),
+                settled: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -142,8 +207,15 @@ impl Session {
         Error::ProcessNotFound(format!("unknown processId {id:?}"))
     }
 
-    /// `process/start`.
+    /// `process/start`: [`Session::reserve`] then [`StartReservation::spawn`].
     pub async fn start(&self, params: ProcessStartParams) -> Result<Started, Error> {
+        self.reserve(params)?.spawn().await
+    }
+
+    /// The synchronous first half of `process/start`: validates the params and reserves
+    /// the `processId`, so every later call naming it sees the process (`starting`) even
+    /// before it is spawned. Call it in the order the requests were received.
+    pub fn reserve(&self, params: ProcessStartParams) -> Result<StartReservation, Error> {
         spawn::validate(&params)?;
         let order = {
             let mut reg = lock(&self.shared.registry);
@@ -166,50 +238,43 @@ impl Session {
             reg.next_order += 1;
             reg.next_order
         };
-        let mut reservation = Reservation {
-            shared: &self.shared,
-            id: Some(params.process_id.clone()),
-        };
-        let spawned = spawn::spawn(&params)?;
-        let pid = spawned.pid;
-        let gate = tokio::sync::watch::Sender::new(());
-        let proc = Process::launch(
-            LaunchParams {
-                id: params.process_id.clone(),
-                argv: params.argv,
-                order,
-                retain_bytes: self.shared.config.retain_bytes,
-                max_pending_stdin: self.shared.config.max_pending_stdin_bytes,
-                timeout: params.timeout_ms.map(Duration::from_millis),
-                hub: self.shared.hub.clone(),
-                groups: self.shared.groups.clone(),
-                session: Arc::downgrade(&self.shared),
-            },
-            spawned,
-            &gate,
-        );
-        {
-            let mut reg = lock(&self.shared.registry);
-            reg.map
-                .insert(params.process_id.clone(), Slot::Live(proc.clone()));
-            reservation.id = None;
-            if reg.shut_down {
-                // shutdown() ran while we spawned: this child must not outlive it.
-                drop(reg);
-                proc.terminate_for_cleanup(Duration::from_millis(DEFAULT_GRACE_MS));
-            }
-        }
-        Ok(Started {
-            result: ProcessStartResult {
-                process_id: params.process_id,
-                pid,
-            },
-            _gate: gate,
+        Ok(StartReservation {
+            shared: self.shared.clone(),
+            params: Some(params),
+            order,
         })
     }
 
+    /// Waits until `id` is not `starting` (its spawn finished or failed); returns at
+    /// once when it is not starting now.
+    pub async fn settled(&self, id: &str) {
+        self.wait_settled(|reg| matches!(reg.map.get(id), Some(Slot::Starting)))
+            .await;
+    }
+
+    /// Waits until no process of the session is `starting`.
+    pub async fn all_settled(&self) {
+        self.wait_settled(|reg| reg.map.values().any(|s| matches!(s, Slot::Starting)))
+            .await;
+    }
+
+    async fn wait_settled(&self, starting: impl Fn(&Registry) -> bool) {
+        loop {
+            let notified = self.shared.settled.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a start that settles after it still wakes us.
+            notified.as_mut().enable();
+            if !starting(&lock(&self.shared.registry)) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// `process/read`: long poll without lost wake-ups; `waitMs` capped at [`MAX_WAIT_MS`].
+    /// A process that is still starting is waited for first (the wait counts from then).
     pub async fn read(&self, params: ProcessReadParams) -> Result<ProcessReadResult, Error> {
+        self.settled(&params.process_id).await;
         let proc = self
             .live(&params.process_id)
             .ok_or_else(|| Self::not_found(&params.process_id))?;

@@ -3,6 +3,9 @@
 use exec_server_protocol::{ErrorCode, FileErrorData};
 use jsonrpsee_types::ErrorObjectOwned;
 
+/// The longest error `message` sent, in bytes (longer texts are cut and end in `…`).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
 /// An error answered to a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,8 +50,9 @@ impl Error {
         }
     }
 
-    /// The JSON-RPC error object: the SPEC code, this error's text as `message`, and for a
-    /// file error (-32020) `data: {"errno": NAME}`.
+    /// The JSON-RPC error object: the SPEC code, this error's text as `message` (cut to
+    /// [`MAX_ERROR_MESSAGE_BYTES`]: a parse error can quote a client's huge string), and
+    /// for a file error (-32020) `data: {"errno": NAME}`.
     pub fn to_error_object(&self) -> ErrorObjectOwned {
         let data = match self {
             Error::Core(exec_server_core::Error::File { errno, .. }) => Some(FileErrorData {
@@ -56,7 +60,16 @@ impl Error {
             }),
             _ => None,
         };
-        ErrorObjectOwned::owned(self.code().code(), self.to_string(), data)
+        let mut message = self.to_string();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        ErrorObjectOwned::owned(self.code().code(), message, data)
     }
 }
 
@@ -87,6 +100,15 @@ mod tests {
             assert_eq!(obj.message(), e.to_string());
             assert!(obj.data().is_none());
         }
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let e = Error::InvalidParams("é".repeat(5000));
+        let obj = e.to_error_object();
+        assert!(obj.message().len() <= MAX_ERROR_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(obj.message().ends_with('…'));
+        assert!(obj.message().starts_with("invalid params: éé"));
     }
 
     #[test]

@@ -6,9 +6,9 @@ use exec_server_protocol::{
     ProcessOutputNotification, write_output_header,
 };
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::connection::Message;
+use crate::queue::OutTx;
 
 /// A flat notification: `{"jsonrpc":"2.0","method":…,"params":…}` (no subscription wrapping).
 #[derive(Serialize)]
@@ -95,12 +95,12 @@ pub(crate) fn event_message(event: &Event, binary_output: bool) -> Message {
 /// binary frames when the connection was granted `binaryOutput`; every other event
 /// stays JSON, in the same queue, so seq order holds across both kinds.
 pub(crate) struct QueueSink {
-    tx: mpsc::Sender<Message>,
+    tx: OutTx,
     binary_output: bool,
 }
 
 impl QueueSink {
-    pub(crate) fn new(tx: mpsc::Sender<Message>, binary_output: bool) -> Self {
+    pub(crate) fn new(tx: OutTx, binary_output: bool) -> Self {
         QueueSink { tx, binary_output }
     }
 }

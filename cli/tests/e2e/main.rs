@@ -3,11 +3,14 @@
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod binary;
 mod client;
 mod faults;
 mod fs;
+mod regressions;
 mod sandbox;
 mod scenarios;
+mod shutdown_faults;
 mod stdio;
 mod ws;
