@@ -60,10 +60,6 @@ pub(crate) struct ConnectionShared {
     /// One permit per request in flight (read, not yet answered): `--max-in-flight`.
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
-    /// The bytes of the requests in flight: what they can hold while they wait (an
-    /// `fs/write`'s data, say) is bounded too, at twice the largest message.
-    in_flight_bytes: Arc<Semaphore>,
-    in_flight_bytes_budget: usize,
     state: Mutex<Handshake>,
     /// Set by a successful `initialize`: the session to attach once the response is queued.
     pending_attach: Mutex<Option<String>>,
@@ -73,12 +69,6 @@ impl ConnectionShared {
     pub(crate) fn new(id: u64, server: Arc<Server>, tx: OutTx) -> Arc<Self> {
         // acquire_many takes a u32; 2^20 requests in flight is far past any sane limit.
         let max_in_flight = server.config().max_in_flight.clamp(1, 1 << 20) as u32;
-        // acquire_many takes a u32, and a semaphore counts at most usize::MAX >> 3.
-        let in_flight_bytes_budget = server
-            .config()
-            .max_message_bytes
-            .saturating_mul(2)
-            .clamp(1 << 20, u32::MAX as usize >> 3);
         Arc::new(ConnectionShared {
             id,
             server,
@@ -87,8 +77,6 @@ impl ConnectionShared {
             drain: CancellationToken::new(),
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
             max_in_flight,
-            in_flight_bytes: Arc::new(Semaphore::new(in_flight_bytes_budget)),
-            in_flight_bytes_budget,
             state: Mutex::new(Handshake::New),
             pending_attach: Mutex::new(None),
         })
@@ -442,19 +430,9 @@ impl Connection {
         let shared = &self.shared;
         // In flight from here until the response is queued. The semaphore is never
         // closed, so this only waits.
-        let Ok(count) = shared.in_flight.clone().acquire_owned().await else {
+        let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
             return;
         };
-        let size = message.len().clamp(1, shared.in_flight_bytes_budget) as u32;
-        let Ok(bytes) = shared
-            .in_flight_bytes
-            .clone()
-            .acquire_many_owned(size)
-            .await
-        else {
-            return;
-        };
-        let permit = (count, bytes);
         let (id, method, params) = match classify(message) {
             Inbound::Invalid(id, error) => {
                 tracing::debug!(conn = shared.id, %error, "invalid message");

@@ -275,9 +275,16 @@ fn register_fs(module: &mut RpcModule<()>, config: &RpcConfig) -> Result<(), Err
                     let read = ext.get::<ReadExt>().cloned().ok_or_else(|| {
                         Error::Internal("fs/read dispatched without its queue".into())
                     })?;
-                    let most = p
-                        .max_bytes
-                        .unwrap_or(FS_READ_MAX_BYTES)
+                    // As much as the file now holds past the offset, up to the read's
+                    // limit: a file that grew by the time it is read takes the rest of its
+                    // room when its answer is queued.
+                    let size = tokio::fs::metadata(&p.path)
+                        .await
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                    let most = size
+                        .saturating_sub(p.offset.unwrap_or(0))
+                        .min(p.max_bytes.unwrap_or(FS_READ_MAX_BYTES))
                         .min(FS_READ_MAX_BYTES) as usize;
                     if let Ok(room) = read.tx.reserve(most.div_ceil(3) * 4 + 512).await {
                         *lock(&read.room) = Some(room);
