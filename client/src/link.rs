@@ -91,6 +91,9 @@ pub(crate) async fn open(
         Endpoint::Stdio { program, args } => {
             let mut child = Command::new(program)
                 .args(args)
+                // Its own process group: a Ctrl-C meant for the client's terminal does not
+                // stop the server; it ends when its stdin does.
+                .process_group(0)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
