@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
+mod run;
 mod scenarios;
 mod stdio;
 mod ws;
