@@ -109,7 +109,7 @@ async fn connect(args: &RunArgs) -> anyhow::Result<Client> {
         let exe = std::env::current_exe().context("cannot find this program to --spawn it")?;
         return Client::spawn(
             exe,
-            ["serve", "--listen", "stdio", "--log-level", "warn"],
+            ["serve", "--listen", "stdio", "--log-level", "error"],
             options,
         )
         .await
@@ -231,7 +231,9 @@ async fn pump_output(
                 if writer.write(chunk).await.is_err() {
                     // The local reader went away (`| head`): stop the command, as a
                     // SIGPIPE would stop a local one.
+                    // (The stream goes first, so its unread events hold up nothing.)
                     broken_pipe = true;
+                    drop(events);
                     let _ = process.terminate(exec_server_client::DEFAULT_GRACE).await;
                     break;
                 }

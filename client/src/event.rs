@@ -273,6 +273,11 @@ impl Route {
                     return;
                 }
             }
+            if !stretch && stalled() {
+                // Already overdue (an earlier push found the same): no need to wait first.
+                stretch = true;
+                continue;
+            }
             if tokio::time::timeout(STALL_CHECK, room).await.is_err() {
                 stretch = stalled();
             }

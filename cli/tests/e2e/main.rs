@@ -7,4 +7,5 @@ mod client;
 mod run;
 mod scenarios;
 mod stdio;
+mod tty;
 mod ws;
