@@ -32,6 +32,10 @@ enum Command {
     /// stderr forwarded, the exit status propagated (128+n for signal n), Ctrl-C and
     /// window sizes passed on, and a dropped WebSocket resumed without losing output.
     Run(Box<run::RunArgs>),
+    /// The server's guardian (started by `serve` itself): kills every process group the
+    /// server started if the server dies without cleaning up.
+    #[command(hide = true)]
+    Guardian,
 }
 
 /// Options of `exec-server serve`.
@@ -72,6 +76,11 @@ struct ServeArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     max_connections: usize,
 
+    /// Maximum TCP connections not yet upgraded to WebSocket (sending their request
+    /// headers, /healthz, refused requests); more are closed at once.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_pending_connections: usize,
+
     /// Maximum processes retained per session.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_processes: usize,
@@ -100,6 +109,16 @@ struct ServeArgs {
     /// for it (backpressure); each holds at most one 64 KiB output chunk.
     #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE, value_name = "N")]
     outbound_queue: usize,
+
+    /// Bytes queued per connection before the server stops reading process output and
+    /// holds responses back for it (a single larger message still passes, alone).
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_OUTBOUND_QUEUE_BYTES, value_name = "BYTES")]
+    outbound_queue_bytes: usize,
+
+    /// Requests read but not yet answered per connection; past it the server stops
+    /// reading that connection until a response is written.
+    #[arg(long, default_value_t = exec_server_rpc::DEFAULT_MAX_IN_FLIGHT, value_name = "N")]
+    max_in_flight: usize,
 
     /// Interval between WebSocket pings, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
@@ -146,7 +165,7 @@ fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
             .with_context(|| format!("cannot read --token-file {}", path.display()))?
             .trim()
             .to_owned()
-    } else if let Ok(token) = std::env::var("EXEC_SERVER_TOKEN") {
+    } else if let Ok(token) = std::env::var(exec_server_core::TOKEN_ENV) {
         token.trim().to_owned()
     } else {
         exec_server_rpc::random_hex(16).context("cannot generate a token from /dev/urandom")?
@@ -173,6 +192,8 @@ fn termination() -> anyhow::Result<impl Future<Output = ()>> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
+    // Orphans the children leave behind are adopted (see `subreaper` in `main`) and reaped here.
+    tokio::spawn(exec_server_core::reap_orphans());
     let rpc_config = RpcConfig {
         session: SessionConfig {
             retain_bytes: args.retain_bytes,
@@ -183,6 +204,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_ttl: Duration::from_millis(args.session_ttl_ms),
         max_message_bytes: args.max_message_bytes,
         outbound_queue: args.outbound_queue,
+        outbound_queue_bytes: args.outbound_queue_bytes,
+        max_in_flight: args.max_in_flight,
         max_wait: Duration::from_millis(args.max_wait_ms.min(exec_server_protocol::MAX_WAIT_MS)),
     };
     let rpc = Server::new(rpc_config).context("cannot build the dispatch")?;
@@ -195,6 +218,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut config = WsConfig::new(addr, auth(&args)?);
             config.allowed_origins = args.allow_origin.clone();
             config.max_connections = args.max_connections;
+            config.max_pending_connections = args.max_pending_connections;
             config.ping_interval = Duration::from_millis(args.ping_interval_ms.max(1));
             config.idle_timeout = Duration::from_millis(args.idle_timeout_ms.max(1));
             let server = WsServer::bind(config, rpc).await?;
@@ -222,19 +246,51 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the guardian (before any thread exists): if the server dies without cleaning
+/// up, it kills every process group the server started. Without it the server still
+/// runs, with a warning.
+fn start_guardian() -> Option<exec_server_core::Guardian> {
+    let started = std::env::current_exe()
+        .and_then(|exe| exec_server_core::Guardian::start(&exe, ["guardian"]));
+    match started {
+        Ok(guardian) => Some(guardian),
+        Err(e) => {
+            eprintln!(
+                "exec-server: warning: cannot start the guardian ({e}); children would outlive a killed server"
+            );
+            None
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Guardian => std::process::exit(exec_server_core::guardian_main()),
         Command::Serve(args) => init_logging(&args.log_level).and_then(|()| {
+            let guardian = start_guardian();
+            // Adopt what the children leave behind: every member of a group the server
+            // started stays its descendant (cheap "is the group empty?" checks), and an
+            // orphan never escapes to init.
+            if let Err(e) = exec_server_core::become_subreaper() {
+                tracing::warn!("cannot become a child subreaper: {e}");
+            }
             exec_server_core::raise_fd_limit();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the runtime")
                 .and_then(|runtime| {
+                    // `serve` returns only once the server has shut down: every request
+                    // read was answered (stdio), every process terminated and reaped.
                     let result = runtime.block_on(serve(*args));
-                    // A blocking read of stdin may still be pending: do not wait for it.
-                    runtime.shutdown_background();
+                    // What is left are tasks of connections already closed. Stdin is
+                    // read by a detached thread, not the runtime's blocking pool, so
+                    // nothing here can wait on a pending read; the timeout is a bound.
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                    if let Some(guardian) = guardian {
+                        guardian.stop();
+                    }
                     result
                 })
         }),

@@ -82,6 +82,11 @@ pub struct StartOptions {
     pub arg0: Option<String>,
     /// The `processId`; default: a fresh one.
     pub process_id: Option<String>,
+    /// Terminate the process (as [`ExecProcess::terminate`] with the default grace) once
+    /// it has run this long; its exit then says `timed_out`.
+    pub timeout: Option<Duration>,
+    /// Run as this user (a name or a numeric uid); needs a server running as root.
+    pub user: Option<String>,
 }
 
 impl StartOptions {
@@ -101,6 +106,8 @@ impl StartOptions {
             size: None,
             arg0: None,
             process_id: None,
+            timeout: None,
+            user: None,
         }
     }
 
@@ -152,6 +159,18 @@ impl StartOptions {
         self
     }
 
+    /// Ends the process after `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the process as `user`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
     /// The `process/start` params, with `process_id` filled in.
     pub(crate) fn into_params(self, process_id: String) -> ProcessStartParams {
         ProcessStartParams {
@@ -164,6 +183,10 @@ impl StartOptions {
             pipe_stdin: self.pipe_stdin,
             arg0: self.arg0,
             size: self.size,
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            user: self.user,
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum ProcessEvent {
         exit_code: i32,
         /// The name of the signal that ended it, if one did.
         signal: Option<String>,
+        /// The server ended it because its timeout passed.
+        timed_out: bool,
     },
     /// The process exited and all its output was delivered: the last event.
     Closed {
@@ -560,10 +562,14 @@ impl EventStream {
                     Stream::Stdout | Stream::Pty => out.stdout.extend_from_slice(&chunk),
                 },
                 ProcessEvent::Exited {
-                    exit_code, signal, ..
+                    exit_code,
+                    signal,
+                    timed_out,
+                    ..
                 } => {
                     out.exit_code = Some(exit_code);
                     out.signal = signal;
+                    out.timed_out = timed_out;
                 }
                 ProcessEvent::Closed { .. } => out.closed = true,
                 ProcessEvent::Truncated { .. } => out.truncated = true,
@@ -595,6 +601,8 @@ pub struct Output {
     pub exit_code: Option<i32>,
     /// The signal that ended it, if one did.
     pub signal: Option<String>,
+    /// Whether the server ended it because its timeout passed.
+    pub timed_out: bool,
     /// Whether the stream reached `Closed`.
     pub closed: bool,
     /// Whether some output was lost to retention.
@@ -619,6 +627,7 @@ pub(crate) fn events_from_read(
         chunks.last().map_or(after, |c| c.seq)
     };
     let close_seq = (complete && read.closed && end > after).then_some(end);
+    let timed_out = read.timed_out;
     let mut exit =
         (read.exited && !exit_known).then(|| (read.exit_code.unwrap_or(-1), read.signal.clone()));
     let mut out = Vec::with_capacity(chunks.len() + 3);
@@ -651,6 +660,7 @@ pub(crate) fn events_from_read(
                 seq: from,
                 exit_code,
                 signal,
+                timed_out,
             });
             from += 1;
         }
@@ -690,6 +700,7 @@ pub(crate) fn events_from_read(
                 seq,
                 exit_code,
                 signal,
+                timed_out,
             },
         );
     }
@@ -725,6 +736,7 @@ mod tests {
             exit_code: exited.then_some(7),
             signal: None,
             closed,
+            timed_out: false,
             truncated,
             evicted_bytes: 0,
             failure: None,

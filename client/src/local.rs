@@ -106,6 +106,7 @@ impl EventSink for RoutingSink {
                     seq: n.seq,
                     exit_code: n.exit_code,
                     signal: n.signal,
+                    timed_out: n.timed_out,
                 },
             ),
             Event::Closed(n) => (n.process_id, ProcessEvent::Closed { seq: n.seq }),

@@ -578,6 +578,7 @@ impl Core {
                         seq: n.seq,
                         exit_code: n.exit_code,
                         signal: n.signal,
+                        timed_out: n.timed_out,
                     };
                     self.route_event(link, &n.process_id, event).await;
                 }
@@ -907,6 +908,7 @@ impl Client {
                 exit_code: None,
                 signal: None,
                 closed: false,
+                timed_out: false,
                 truncated: false,
                 evicted_bytes: 0,
                 failure: Some(format!("connection lost: {reason}")),
@@ -987,6 +989,83 @@ impl Client {
             .call_retrying::<ProcessList>(&ProcessListParams::default(), true, Duration::ZERO)
             .await?;
         Ok(result.processes)
+    }
+
+    /// `fs/read`: a range of a file's bytes (at most 4 MiB per call). Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_read(
+        &self,
+        params: exec_server_protocol::FsReadParams,
+    ) -> Result<exec_server_protocol::FsReadResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsRead>(&params, true, Duration::ZERO)
+            .await
+    }
+
+    /// `fs/write`: write (or append to, or atomically replace) a file. Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_write(
+        &self,
+        params: exec_server_protocol::FsWriteParams,
+    ) -> Result<exec_server_protocol::FsWriteResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsWrite>(&params, false, Duration::ZERO)
+            .await
+    }
+
+    /// `fs/stat`: a path's kind, size, mode and mtime. Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_stat(
+        &self,
+        params: exec_server_protocol::FsStatParams,
+    ) -> Result<exec_server_protocol::FsStatResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsStat>(&params, true, Duration::ZERO)
+            .await
+    }
+
+    /// `fs/list`: a directory's entries, sorted by name. Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_list(
+        &self,
+        params: exec_server_protocol::FsListParams,
+    ) -> Result<exec_server_protocol::FsListResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsList>(&params, true, Duration::ZERO)
+            .await
+    }
+
+    /// `fs/mkdir`: create a directory (with `parents`, like `mkdir -p`). Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_mkdir(
+        &self,
+        params: exec_server_protocol::FsMkdirParams,
+    ) -> Result<exec_server_protocol::FsMkdirResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsMkdir>(&params, false, Duration::ZERO)
+            .await
+    }
+
+    /// `fs/remove`: remove a file or (with `recursive`) a directory tree. Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_remove(
+        &self,
+        params: exec_server_protocol::FsRemoveParams,
+    ) -> Result<exec_server_protocol::FsRemoveResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsRemove>(&params, false, Duration::ZERO)
+            .await
+    }
+
+    /// `fs/rename`: rename a path. Failures are -32020 with the errno name in the error's `data`.
+    pub async fn fs_rename(
+        &self,
+        params: exec_server_protocol::FsRenameParams,
+    ) -> Result<exec_server_protocol::FsRenameResult, Error> {
+        self.inner
+            .core
+            .call_retrying::<exec_server_protocol::FsRename>(&params, false, Duration::ZERO)
+            .await
     }
 
     /// Registers a route for `process_id` (refusing one that is still in use), runs

@@ -478,3 +478,102 @@ async fn streamed_bytes_match_the_retained_bytes() {
         assert!(retained == out.stdout, "streamed and retained bytes differ");
     }
 }
+
+/// The file methods are typed calls too, and their failures carry -32020 and the errno.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_methods_round_trip() {
+    use exec_server_protocol::{
+        FileKind, FsListParams, FsMkdirParams, FsReadParams, FsRemoveParams, FsRenameParams,
+        FsStatParams, FsWriteParams,
+    };
+    let server = TestServer::start().await;
+    let (client, _) = connect(&server.url, ConnectOptions::default()).await;
+    let dir = std::env::temp_dir().join(format!("exec-server-client-fs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = dir.display().to_string();
+    client
+        .fs_mkdir(FsMkdirParams {
+            path: format!("{root}/a/b"),
+            parents: true,
+            mode: None,
+        })
+        .await
+        .unwrap();
+    let file = format!("{root}/a/b/f.txt");
+    let written = client
+        .fs_write(FsWriteParams {
+            path: file.clone(),
+            data: b"hello file".into(),
+            offset: None,
+            append: false,
+            truncate: None,
+            create: true,
+            mode: None,
+            atomic: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.bytes_written, 10);
+    let stat = client
+        .fs_stat(FsStatParams {
+            path: file.clone(),
+            follow_symlinks: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!((stat.kind, stat.size), (FileKind::File, 10));
+    let read = client
+        .fs_read(FsReadParams {
+            path: file.clone(),
+            offset: Some(6),
+            max_bytes: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (read.data.as_bytes(), read.eof, read.size),
+        (&b"file"[..], true, 10)
+    );
+    let moved = format!("{root}/a/g.txt");
+    client
+        .fs_rename(FsRenameParams {
+            from: file.clone(),
+            to: moved.clone(),
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = client
+        .fs_list(FsListParams {
+            path: format!("{root}/a"),
+        })
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["b", "g.txt"]);
+    let err = client
+        .fs_read(FsReadParams {
+            path: file,
+            offset: None,
+            max_bytes: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::FileError), "{err}");
+    match &err {
+        Error::Rpc {
+            data: Some(data), ..
+        } => assert!(data.contains("ENOENT"), "{data}"),
+        other => panic!("no errno data: {other:?}"),
+    }
+    client
+        .fs_remove(FsRemoveParams {
+            path: root.clone(),
+            recursive: true,
+        })
+        .await
+        .unwrap();
+    assert!(!dir.exists());
+}

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The environment variable that may carry the WebSocket token. It is removed from the
+/// environment children inherit (`inheritEnv`), so no child ever sees the token.
+pub const TOKEN_ENV: &str = "EXEC_SERVER_TOKEN";
+
 /// Limits of one session (SPEC section 8). `Default` gives the SPEC defaults.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {

@@ -24,6 +24,15 @@ pub enum Error {
     /// -32603: a server fault.
     #[error("{0}")]
     Internal(String),
+    /// -32020: an `fs/*` call failed in the OS: `errno` is the error's symbolic name
+    /// (`"ENOENT"`), `message` the call, the path and the OS text.
+    #[error("{message}")]
+    File {
+        /// The errno's symbolic name, for the error's `data.errno`.
+        errno: &'static str,
+        /// The call, the path and the OS error text.
+        message: String,
+    },
 }
 
 impl Error {
@@ -36,6 +45,7 @@ impl Error {
             Error::LimitReached(_) => ErrorCode::LimitReached,
             Error::ProcessNotFound(_) => ErrorCode::ProcessNotFound,
             Error::Internal(_) => ErrorCode::InternalError,
+            Error::File { .. } => ErrorCode::FileError,
         }
     }
 }
@@ -53,6 +63,13 @@ mod tests {
             (Error::LimitReached("d".into()), -32001),
             (Error::ProcessNotFound("e".into()), -32004),
             (Error::Internal("f".into()), -32603),
+            (
+                Error::File {
+                    errno: "ENOENT",
+                    message: "g".into(),
+                },
+                -32020,
+            ),
         ];
         let got: Vec<(i32, String)> = cases
             .iter()
@@ -60,7 +77,7 @@ mod tests {
             .collect();
         let want: Vec<(i32, String)> = cases
             .iter()
-            .zip(["a", "b", "c", "d", "e", "f"])
+            .zip(["a", "b", "c", "d", "e", "f", "g"])
             .map(|((_, code), msg)| (*code, msg.to_string()))
             .collect();
         assert_eq!(got, want);

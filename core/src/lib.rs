@@ -13,16 +13,26 @@
 //! - Reaping and signalling share a per-process lock, so a group is never signalled
 //!   through a pid that was already reaped and possibly reused.
 
+mod account;
 mod config;
 mod error;
 mod event;
+mod fs;
+mod groups;
+mod guardian;
+mod lock;
 mod process;
+mod reaper;
 mod session;
 mod sink;
 mod spawn;
 mod sys;
 
-pub use config::SessionConfig;
+pub use config::{SessionConfig, TOKEN_ENV};
 pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
-pub use session::{Session, Started, raise_fd_limit};
+pub use fs::{DEFAULT_FS_CONCURRENCY, Files, FsConfig};
+pub use guardian::{Guardian, guardian_main};
+pub use lock::{lock, read_lock, write_lock};
+pub use reaper::{become_subreaper, reap_orphans};
+pub use session::{Session, StartReservation, Started, raise_fd_limit};

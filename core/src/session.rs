@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use exec_server_protocol::*;
 
-use crate::process::{LaunchParams, Process, lock};
+use crate::groups::GroupWatch;
+use crate::lock::lock;
+use crate::process::{ABANDON_AFTER, LaunchParams, Process};
 use crate::sink::SinkHub;
 use crate::spawn;
 use crate::sys;
@@ -52,6 +54,9 @@ pub(crate) struct Shared {
     config: SessionConfig,
     registry: Mutex<Registry>,
     hub: Arc<SinkHub>,
+    groups: GroupWatch,
+    /// Woken whenever a `Starting` slot becomes live or is removed.
+    settled: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -75,20 +80,82 @@ impl Shared {
     }
 }
 
-/// Removes a `Starting` reservation unless the start completed.
-struct Reservation<'a> {
-    shared: &'a Shared,
-    id: Option<String>,
+/// A `processId` reserved by [`Session::reserve`]: the process is `starting` for every
+/// other call until [`StartReservation::spawn`] finishes. Dropping it unspawned releases
+/// the id.
+pub struct StartReservation {
+    shared: Arc<Shared>,
+    params: Option<ProcessStartParams>,
+    order: u64,
 }
 
-impl Drop for Reservation<'_> {
+impl std::fmt::Debug for StartReservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartReservation")
+            .field("process_id", &self.params.as_ref().map(|p| &p.process_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StartReservation {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
+        if let Some(params) = self.params.take() {
             let mut reg = lock(&self.shared.registry);
-            if matches!(reg.map.get(&id), Some(Slot::Starting)) {
-                reg.map.remove(&id);
+            if matches!(reg.map.get(&params.process_id), Some(Slot::Starting)) {
+                reg.map.remove(&params.process_id);
+            }
+            drop(reg);
+            self.shared.settled.notify_waiters();
+        }
+    }
+}
+
+impl StartReservation {
+    /// Spawns the reserved process. On failure the id is released again.
+    pub async fn spawn(mut self) -> Result<Started, Error> {
+        let Some(params) = self.params.as_ref() else {
+            return Err(Error::Internal("start reservation used twice".into()));
+        };
+        let spawned = spawn::spawn(params)?;
+        let pid = spawned.pid;
+        let gate = tokio::sync::watch::Sender::new(());
+        let Some(params) = self.params.take() else {
+            return Err(Error::Internal("start reservation used twice".into()));
+        };
+        let shared = &self.shared;
+        let proc = Process::launch(
+            LaunchParams {
+                id: params.process_id.clone(),
+                argv: params.argv,
+                order: self.order,
+                retain_bytes: shared.config.retain_bytes,
+                max_pending_stdin: shared.config.max_pending_stdin_bytes,
+                timeout: params.timeout_ms.map(Duration::from_millis),
+                hub: shared.hub.clone(),
+                groups: shared.groups.clone(),
+                session: Arc::downgrade(shared),
+            },
+            spawned,
+            &gate,
+        );
+        {
+            let mut reg = lock(&shared.registry);
+            reg.map
+                .insert(params.process_id.clone(), Slot::Live(proc.clone()));
+            if reg.shut_down {
+                // shutdown() ran while we spawned: this child must not outlive it.
+                drop(reg);
+                proc.terminate_for_cleanup(Duration::from_millis(DEFAULT_GRACE_MS));
             }
         }
+        shared.settled.notify_waiters();
+        Ok(Started {
+            result: ProcessStartResult {
+                process_id: params.process_id,
+                pid,
+            },
+            _gate: gate,
+        })
     }
 }
 
@@ -115,6 +182,8 @@ impl Session {
                     shut_down: false,
                 }),
                 hub: Arc::new(SinkHub::new()),
+                groups: GroupWatch::new(),
+                settled: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -138,8 +207,15 @@ impl Session {
         Error::ProcessNotFound(format!("unknown processId {id:?}"))
     }
 
-    /// `process/start`.
+    /// `process/start`: [`Session::reserve`] then [`StartReservation::spawn`].
     pub async fn start(&self, params: ProcessStartParams) -> Result<Started, Error> {
+        self.reserve(params)?.spawn().await
+    }
+
+    /// The synchronous first half of `process/start`: validates the params and reserves
+    /// the `processId`, so every later call naming it sees the process (`starting`) even
+    /// before it is spawned. Call it in the order the requests were received.
+    pub fn reserve(&self, params: ProcessStartParams) -> Result<StartReservation, Error> {
         spawn::validate(&params)?;
         let order = {
             let mut reg = lock(&self.shared.registry);
@@ -162,48 +238,43 @@ impl Session {
             reg.next_order += 1;
             reg.next_order
         };
-        let mut reservation = Reservation {
-            shared: &self.shared,
-            id: Some(params.process_id.clone()),
-        };
-        let spawned = spawn::spawn(&params)?;
-        let pid = spawned.pid;
-        let gate = tokio::sync::watch::Sender::new(());
-        let proc = Process::launch(
-            LaunchParams {
-                id: params.process_id.clone(),
-                argv: params.argv,
-                order,
-                retain_bytes: self.shared.config.retain_bytes,
-                max_pending_stdin: self.shared.config.max_pending_stdin_bytes,
-                hub: self.shared.hub.clone(),
-                session: Arc::downgrade(&self.shared),
-            },
-            spawned,
-            &gate,
-        );
-        {
-            let mut reg = lock(&self.shared.registry);
-            reg.map
-                .insert(params.process_id.clone(), Slot::Live(proc.clone()));
-            reservation.id = None;
-            if reg.shut_down {
-                // shutdown() ran while we spawned: this child must not outlive it.
-                drop(reg);
-                proc.terminate(Duration::from_millis(DEFAULT_GRACE_MS));
-            }
-        }
-        Ok(Started {
-            result: ProcessStartResult {
-                process_id: params.process_id,
-                pid,
-            },
-            _gate: gate,
+        Ok(StartReservation {
+            shared: self.shared.clone(),
+            params: Some(params),
+            order,
         })
     }
 
+    /// Waits until `id` is not `starting` (its spawn finished or failed); returns at
+    /// once when it is not starting now.
+    pub async fn settled(&self, id: &str) {
+        self.wait_settled(|reg| matches!(reg.map.get(id), Some(Slot::Starting)))
+            .await;
+    }
+
+    /// Waits until no process of the session is `starting`.
+    pub async fn all_settled(&self) {
+        self.wait_settled(|reg| reg.map.values().any(|s| matches!(s, Slot::Starting)))
+            .await;
+    }
+
+    async fn wait_settled(&self, starting: impl Fn(&Registry) -> bool) {
+        loop {
+            let notified = self.shared.settled.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a start that settles after it still wakes us.
+            notified.as_mut().enable();
+            if !starting(&lock(&self.shared.registry)) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// `process/read`: long poll without lost wake-ups; `waitMs` capped at [`MAX_WAIT_MS`].
+    /// A process that is still starting is waited for first (the wait counts from then).
     pub async fn read(&self, params: ProcessReadParams) -> Result<ProcessReadResult, Error> {
+        self.settled(&params.process_id).await;
         let proc = self
             .live(&params.process_id)
             .ok_or_else(|| Self::not_found(&params.process_id))?;
@@ -228,10 +299,18 @@ impl Session {
     /// `process/write`: synchronous enqueue, so writes reach stdin in the order of these calls.
     /// Unknown process: status `unknownProcess`; still starting: status `starting`.
     pub fn write(&self, params: ProcessWriteParams) -> Result<ProcessWriteResult, Error> {
+        if let Some(id) = &params.write_id
+            && (id.is_empty() || id.len() > MAX_WRITE_ID_BYTES)
+        {
+            return Err(Error::InvalidParams(format!(
+                "writeId must be 1 to {MAX_WRITE_ID_BYTES} bytes, got {}",
+                id.len()
+            )));
+        }
         let status = match self.lookup(&params.process_id) {
             Lookup::Missing => WriteStatus::UnknownProcess,
             Lookup::Starting => WriteStatus::Starting,
-            Lookup::Live(p) => p.write(&params.chunk, params.write_id)?,
+            Lookup::Live(p) => p.write(params.chunk.as_bytes(), params.write_id)?,
         };
         Ok(ProcessWriteResult { status })
     }
@@ -292,8 +371,9 @@ impl Session {
         self.shared.hub.set(None);
     }
 
-    /// Terminate every process with the default grace and wait until every child is
-    /// reaped (bounded by an internal deadline). Idempotent.
+    /// Terminate every process with the default grace and wait until each is done: its
+    /// group empty, its leader reaped and its output closed (bounded by an internal
+    /// deadline). Idempotent.
     pub async fn shutdown(&self) {
         let (procs, mut starting) = {
             let mut reg = lock(&self.shared.registry);
@@ -302,11 +382,11 @@ impl Session {
         };
         let grace = Duration::from_millis(DEFAULT_GRACE_MS);
         for p in &procs {
-            if !p.is_reaped() || !p.is_closed() {
-                p.terminate(grace);
+            if !p.is_done() {
+                p.terminate_for_cleanup(grace);
             }
         }
-        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + grace + ABANDON_AFTER + Duration::from_secs(3);
         // A start that reserved its id before the flag was set terminates its own child
         // right after spawning it (see `start`); wait for it to show up, then wait for it.
         let mut all = procs;
@@ -321,11 +401,11 @@ impl Session {
             }
         }
         for p in &all {
-            if tokio::time::timeout_at(deadline, p.wait_reaped())
+            if tokio::time::timeout_at(deadline, p.wait_done())
                 .await
                 .is_err()
             {
-                tracing::warn!(process_id = %p.id, pid = p.pid, "child not reaped by the shutdown deadline");
+                tracing::warn!(process_id = %p.id, pid = p.pid, "process not done by the shutdown deadline");
             }
         }
         // Best effort: let the exit be recorded too, so `list` shows it (a full sink may delay it).
@@ -357,7 +437,7 @@ impl Drop for Session {
         // Dropping a session without shutdown must not leave children behind.
         let (procs, _) = self.snapshot(&lock(&self.shared.registry));
         for p in procs {
-            if !p.is_reaped() {
+            if !p.is_done() {
                 p.kill_now();
             }
         }

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
+use crate::lock::{read_lock, write_lock};
 use crate::{Event, EventSink};
 
 /// The session's current sink and a generation bumped on every attach/detach.
@@ -30,7 +31,7 @@ impl SinkHub {
     /// Replace the sink (`None` = detached).
     pub(crate) fn set(&self, sink: Option<Arc<dyn EventSink>>) {
         {
-            let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+            let mut cur = write_lock(&self.current);
             *cur = sink;
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -38,7 +39,7 @@ impl SinkHub {
     }
 
     fn snapshot(&self) -> (u64, Option<Arc<dyn EventSink>>) {
-        let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let cur = read_lock(&self.current);
         (self.generation.load(Ordering::Acquire), cur.clone())
     }
 }

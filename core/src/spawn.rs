@@ -6,25 +6,26 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use exec_server_protocol::{MAX_PROCESS_ID_BYTES, ProcessStartParams, Stream, TerminalSize};
 use portable_pty::{MasterPty, PtySize};
 use tokio::io::unix::AsyncFd;
-use tokio::process::{Child, Command};
 
-use crate::Error;
-use crate::sys;
+use crate::account::{self, Account};
+use crate::{Error, TOKEN_ENV, guardian, reaper, sys};
 
 /// A non-blocking fd registered with tokio's reactor, shared by the tasks that use it.
 pub(crate) type SharedFd = Arc<AsyncFd<OwnedFd>>;
 
 /// A freshly spawned child and the parent's ends of its stdio.
 pub(crate) struct Spawned {
-    pub child: Child,
     pub pid: u32,
+    /// The child's pidfd: its exit is observed and it is reaped through this alone.
+    pub pidfd: AsyncFd<OwnedFd>,
     /// Output streams to read until end-of-file.
     pub outputs: Vec<(Stream, SharedFd)>,
     /// Where `process/write` bytes go (pipe or pty master), if stdin is writable.
@@ -82,6 +83,11 @@ pub(crate) fn validate(p: &ProcessStartParams) -> Result<(), Error> {
     if let Some(size) = p.size {
         check_size(size.rows, size.cols)?;
     }
+    if let Some(user) = &p.user
+        && (user.is_empty() || user.contains('\0'))
+    {
+        return invalid("user must be a non-empty name or uid without NUL bytes".into());
+    }
     Ok(())
 }
 
@@ -99,13 +105,24 @@ fn spawn_failed(what: &str, err: impl std::fmt::Display) -> Error {
     Error::SpawnFailed(format!("{what}: {err}"))
 }
 
-/// The child's environment: exactly `env`, or the server's own with `env` laid over it.
-fn child_env(p: &ProcessStartParams) -> BTreeMap<OsString, OsString> {
+/// The child's environment: exactly `env`, or the server's own with `env` laid over it
+/// (less the server's token, which never reaches a child).
+fn child_env(p: &ProcessStartParams, account: Option<&Account>) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = if p.inherit_env {
-        std::env::vars_os().collect()
+        std::env::vars_os()
+            .filter(|(k, _)| k != TOKEN_ENV)
+            .collect()
     } else {
         BTreeMap::new()
     };
+    if p.inherit_env
+        && let Some(a) = account
+    {
+        env.insert("HOME".into(), a.home.clone());
+        env.insert("USER".into(), a.name.clone());
+        env.insert("LOGNAME".into(), a.name.clone());
+        env.insert("SHELL".into(), a.shell.clone());
+    }
     for (k, v) in &p.env {
         env.insert(k.into(), v.into());
     }
@@ -156,7 +173,8 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
         }
         Err(e) => return Err(spawn_failed(&format!("cwd {:?}", p.cwd), e)),
     }
-    let env = child_env(p);
+    let account = p.user.as_deref().map(account::resolve).transpose()?;
+    let env = child_env(p, account.as_ref());
     let argv0 = &p.argv[0];
     let program = if argv0.contains('/') {
         cwd.join(argv0)
@@ -174,17 +192,17 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
         .args(&p.argv[1..])
         .env_clear()
         .envs(&env)
-        .current_dir(&cwd)
-        .kill_on_drop(false);
+        .current_dir(&cwd);
 
     if p.tty {
-        spawn_tty(cmd, p.size.unwrap_or_default(), argv0)
+        spawn_tty(cmd, p.size.unwrap_or_default(), argv0, account)
     } else {
-        spawn_pipes(cmd, p.pipe_stdin, argv0)
+        spawn_pipes(cmd, p.pipe_stdin, argv0, account)
     }
 }
 
-fn register(fd: OwnedFd) -> Result<SharedFd, Error> {
+/// Registers a non-blocking fd with tokio's reactor.
+pub(crate) fn register(fd: OwnedFd) -> Result<SharedFd, Error> {
     sys::set_nonblocking(&fd).map_err(|e| Error::Internal(format!("fcntl: {e}")))?;
     // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
     unsafe { AsyncFd::register(fd) }
@@ -192,7 +210,67 @@ fn register(fd: OwnedFd) -> Result<SharedFd, Error> {
         .map_err(|e| Error::Internal(format!("registering an fd with the reactor: {e}")))
 }
 
-fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawned, Error> {
+/// A pidfd for our child `pid`, registered with the reactor (readable once it exits).
+fn open_pidfd(pid: i32) -> Result<AsyncFd<OwnedFd>, Error> {
+    let fd =
+        sys::pidfd_open(pid).map_err(|e| Error::Internal(format!("pidfd of the child: {e}")))?;
+    // SAFETY: an OwnedFd stays open and keeps its number until the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::Internal(format!("registering a pidfd with the reactor: {e}")))
+}
+
+/// A child that was spawned but is not owned by a `Process` yet: if setting it up fails,
+/// dropping this kills its group and reaps it, so it never runs unowned.
+struct Unowned {
+    pid: i32,
+    armed: bool,
+}
+
+impl Unowned {
+    fn new(child: &std::process::Child) -> Self {
+        Unowned {
+            pid: child.id() as i32,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) -> u32 {
+        self.armed = false;
+        self.pid as u32
+    }
+}
+
+impl Drop for Unowned {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = sys::killpg(self.pid, libc::SIGKILL);
+            let _ = sys::kill(self.pid, libc::SIGKILL);
+            guardian::withdraw(self.pid);
+            sys::reap_blocking(self.pid);
+            reaper::disown(self.pid);
+        }
+    }
+}
+
+/// The pre-exec steps every child takes, in a forked child (async-signal-safe only):
+/// announce itself to the guardian (SIGPIPE ignored around it, should the guardian be
+/// gone), then default signal dispositions and no stray descriptors.
+fn prepare_child() {
+    // SAFETY: signal() with SIG_IGN is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    guardian::announce_in_child();
+    sys::reset_signals_in_child();
+    sys::cloexec_from_3_in_child();
+}
+
+fn spawn_pipes(
+    mut cmd: Command,
+    pipe_stdin: bool,
+    argv0: &str,
+    account: Option<Account>,
+) -> Result<Spawned, Error> {
     cmd.stdin(if pipe_stdin {
         Stdio::piped()
     } else {
@@ -201,45 +279,50 @@ fn spawn_pipes(mut cmd: Command, pipe_stdin: bool, argv0: &str) -> Result<Spawne
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
-    // SAFETY: the closure only calls sigaction and close_range, which are async-signal-safe.
+    // SAFETY: the closure only calls async-signal-safe functions (see `prepare_child` and
+    // `account::become_in_child`).
     unsafe {
-        cmd.pre_exec(|| {
-            reset_signal_dispositions();
-            close_inherited_fds_on_exec();
+        cmd.pre_exec(move || {
+            prepare_child();
+            if let Some(account) = &account {
+                account::become_in_child(account)?;
+            }
             Ok(())
         });
     }
+    let gate = reaper::spawn_gate();
     let mut child = cmd.spawn().map_err(|e| spawn_failed(argv0, e))?;
+    reaper::own(child.id() as i32);
+    drop(gate);
     drop(cmd);
-    let pid = child.id().unwrap_or(0);
-    let internal = |e: io::Error| Error::Internal(format!("child stdio: {e}"));
+    let unowned = Unowned::new(&child);
+    let pidfd = open_pidfd(unowned.pid)?;
     let mut outputs = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
-        outputs.push((
-            Stream::Stdout,
-            register(out.into_owned_fd().map_err(internal)?)?,
-        ));
+        outputs.push((Stream::Stdout, register(OwnedFd::from(out))?));
     }
     if let Some(err) = child.stderr.take() {
-        outputs.push((
-            Stream::Stderr,
-            register(err.into_owned_fd().map_err(internal)?)?,
-        ));
+        outputs.push((Stream::Stderr, register(OwnedFd::from(err))?));
     }
     let stdin = match child.stdin.take() {
-        Some(s) => Some(register(s.into_owned_fd().map_err(internal)?)?),
+        Some(s) => Some(register(OwnedFd::from(s))?),
         None => None,
     };
     Ok(Spawned {
-        child,
-        pid,
+        pid: unowned.disarm(),
+        pidfd,
         outputs,
         stdin,
         pty: None,
     })
 }
 
-fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawned, Error> {
+fn spawn_tty(
+    mut cmd: Command,
+    size: TerminalSize,
+    argv0: &str,
+    account: Option<Account>,
+) -> Result<Spawned, Error> {
     let pty_err = |e: &dyn std::fmt::Display| Error::SpawnFailed(format!("opening a pty: {e}"));
     let pair = portable_pty::native_pty_system()
         .openpty(PtySize {
@@ -265,6 +348,20 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
         .map_err(|e| pty_err(&e))?
         .into();
     drop(pair.slave);
+    if let Some(account) = &account {
+        // The terminal belongs to the user the shell runs as, so it can use it.
+        // SAFETY: fchown on a descriptor we own; -1 leaves the group as it is.
+        if unsafe {
+            libc::fchown(
+                std::os::fd::AsRawFd::as_raw_fd(&slave),
+                account.uid,
+                u32::MAX,
+            )
+        } != 0
+        {
+            return Err(pty_err(&io::Error::last_os_error()));
+        }
+    }
     // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own, or -1.
     let dup = unsafe { libc::fcntl(raw_master, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
@@ -278,67 +375,41 @@ fn spawn_tty(mut cmd: Command, size: TerminalSize, argv0: &str) -> Result<Spawne
         .stdout(Stdio::from(dup_slave(&slave)?))
         .stderr(Stdio::from(slave));
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (sigaction, close_range, setsid, ioctl).
+    // async-signal-safe functions (setsid, ioctl, and those of `prepare_child` and
+    // `account::become_in_child`).
     unsafe {
-        cmd.pre_exec(|| {
-            reset_signal_dispositions();
-            close_inherited_fds_on_exec();
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            prepare_child();
             #[allow(clippy::useless_conversion)]
             if libc::ioctl(0, libc::TIOCSCTTY.into(), 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            if let Some(account) = &account {
+                account::become_in_child(account)?;
+            }
             Ok(())
         });
     }
+    let gate = reaper::spawn_gate();
     let child = cmd.spawn().map_err(|e| spawn_failed(argv0, e));
+    if let Ok(child) = &child {
+        reaper::own(child.id() as i32);
+    }
+    drop(gate);
     // The Command holds the parent's slave copies: drop them, or EOF never comes.
     drop(cmd);
     let child = child?;
-    let pid = child.id().unwrap_or(0);
+    let unowned = Unowned::new(&child);
+    let pidfd = open_pidfd(unowned.pid)?;
     let fd = register(master_fd)?;
     Ok(Spawned {
-        child,
-        pid,
+        pid: unowned.disarm(),
+        pidfd,
         outputs: vec![(Stream::Pty, fd.clone())],
         stdin: Some(fd.clone()),
         pty: Some(Pty { master, fd }),
     })
-}
-
-/// In the forked child: every signal back to its default action, so a child of a server
-/// that was started with SIGINT ignored (a background job) still dies of SIGINT.
-fn reset_signal_dispositions() {
-    for sig in 1..32 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: sigaction with SIG_DFL and an empty mask is async-signal-safe and valid
-        // for every catchable signal; errors (invalid numbers) are ignored.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = libc::SIG_DFL;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-}
-
-/// In the forked child: descriptors the server itself inherited without close-on-exec
-/// (fds >= 3) must not reach the program: a stray pipe end there could keep some other
-/// reader from ever seeing EOF. They are marked close-on-exec rather than closed, so
-/// the standard library's exec-error pipe keeps working. Best effort (Linux 5.11+).
-fn close_inherited_fds_on_exec() {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    // SAFETY: close_range only changes descriptor flags in this (child) process.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-    }
 }

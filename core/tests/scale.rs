@@ -1,5 +1,6 @@
-//! Scale test: 1000 concurrent processes in one session, with a bounded thread count.
-//! In its own test binary so no other test's threads are counted.
+//! Scale test: 1000 concurrent processes in one session, each having printed once, with a
+//! bounded thread count and no per-process read buffer. In its own test binary so no other
+//! test's threads or allocations are counted.
 
 mod common;
 
@@ -8,15 +9,26 @@ use exec_server_core::{Session, SessionConfig, raise_fd_limit};
 use exec_server_protocol::*;
 
 const N: usize = 1000;
-const MAX_THREADS: usize = 64;
+const MAX_THREADS: usize = 16;
+
+/// Bytes the allocator has handed out and not had back (every arena, and large blocks).
+fn allocated_bytes() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks + info.hblkhd
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
     raise_fd_limit();
     let s = Session::new(SessionConfig::default());
+    let argv = ["sh", "-c", "echo up; exec sleep 1000"];
+    let before = allocated_bytes();
     let mut pids = Vec::with_capacity(N);
     for i in 0..N {
-        let r = start(&s, params(&format!("sleep-{i}"), &["sleep", "1000"])).await;
+        let id = format!("sleep-{i}");
+        let r = start(&s, params(&id, &argv)).await;
+        read_until(&s, &id, 0, |r, _| r.next_seq > 1).await;
         pids.push(r.pid);
         if i % 100 == 0 {
             assert!(thread_count() < MAX_THREADS, "threads: {}", thread_count());
@@ -32,9 +44,18 @@ async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
         .find(|l| l.starts_with("VmRSS:"))
         .unwrap_or_default()
         .to_string();
+    let allocated = allocated_bytes().saturating_sub(before);
     eprintln!(
-        "{N} live processes: {} threads, {fds} fds, {rss}",
-        thread_count()
+        "{N} live processes that printed once: {} threads, {fds} fds, {rss}, {} KiB allocated",
+        thread_count(),
+        allocated / 1024
+    );
+    // Retained output, events and bookkeeping, but no 64 KiB read buffer per stream
+    // (which alone would be 128 MiB).
+    assert!(
+        allocated < 32 * 1024 * 1024,
+        "{} KiB allocated for {N} processes",
+        allocated / 1024
     );
 
     let listed = s.list().processes;
@@ -45,13 +66,14 @@ async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
             &ProcessInfo {
                 process_id: format!("sleep-{i}"),
                 pid: pids[i],
-                argv: vec!["sleep".into(), "1000".into()],
+                argv: argv.iter().map(|a| a.to_string()).collect(),
                 tty: false,
                 exited: false,
                 exit_code: None,
                 signal: None,
                 closed: false,
-                next_seq: 1,
+                timed_out: false,
+                next_seq: 2,
             }
         );
     }
@@ -67,7 +89,7 @@ async fn a_thousand_sleeps_start_list_and_terminate_with_few_threads() {
         let (_, last) = read_until_closed(&s, &format!("sleep-{i}")).await;
         assert_eq!(
             (last.exit_code, last.signal.as_deref(), last.next_seq),
-            (Some(143), Some("SIGTERM"), 3)
+            (Some(143), Some("SIGTERM"), 4)
         );
         if i % 100 == 0 {
             assert!(thread_count() < MAX_THREADS, "threads: {}", thread_count());

@@ -4,6 +4,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
+use crate::fs::FileErrorData;
 use crate::names::ErrorCode;
 use crate::table::{Direction, Method, Notification, TableVisitor, visit};
 use crate::types::PROTOCOL_VERSION;
@@ -79,6 +80,13 @@ pub fn schema_bundle() -> Value {
         server: Map::new(),
     };
     visit(&mut build);
+    // The `data` of error responses that carry one.
+    let error_data: Map<String, Value> = [(
+        ErrorCode::FileError.code().to_string(),
+        reference::<FileErrorData>(&mut build.generator),
+    )]
+    .into_iter()
+    .collect();
     let mut defs = Value::Object(build.generator.take_definitions(true));
     wrap_annotated_refs(&mut defs);
 
@@ -120,6 +128,7 @@ pub fn schema_bundle() -> Value {
         "required": ["protocolVersion", "methods", "clientNotifications", "serverNotifications"],
         "additionalProperties": false,
         "x-errorCodes": error_codes,
+        "x-errorData": error_data,
         "$defs": defs,
     })
 }

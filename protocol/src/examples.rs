@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::Base64Bytes;
+use crate::fs::*;
 use crate::table::{Example, Method, Notification, TableVisitor, WireType, visit};
 use crate::types::*;
 
@@ -60,6 +61,8 @@ impl Example for ProcessStartParams {
                 rows: 40,
                 cols: 120,
             }),
+            timeout_ms: Some(60_000),
+            user: Some("nobody".into()),
         }
     }
 }
@@ -104,6 +107,7 @@ impl Example for ProcessReadResult {
             exit_code: Some(7),
             signal: None,
             closed: true,
+            timed_out: false,
             truncated: false,
             evicted_bytes: 0,
             failure: None,
@@ -209,6 +213,7 @@ impl Example for ProcessListResult {
                 exit_code: Some(143),
                 signal: Some("SIGTERM".into()),
                 closed: false,
+                timed_out: true,
                 next_seq: 2,
             }],
         }
@@ -233,6 +238,7 @@ impl Example for ProcessExitedNotification {
             seq: 3,
             exit_code: 130,
             signal: Some("SIGINT".into()),
+            timed_out: false,
         }
     }
 }
@@ -243,6 +249,148 @@ impl Example for ProcessClosedNotification {
             process_id: "p1".into(),
             seq: 4,
         }
+    }
+}
+
+// ---------------------------------------------------------------- fs/* (SPEC section 12)
+
+impl Example for FsReadParams {
+    fn example() -> Self {
+        FsReadParams {
+            path: "/tmp/notes.txt".into(),
+            offset: Some(0),
+            max_bytes: Some(65536),
+        }
+    }
+}
+
+impl Example for FsReadResult {
+    fn example() -> Self {
+        FsReadResult {
+            data: Base64Bytes::from("hello\n"),
+            eof: true,
+            size: 6,
+        }
+    }
+}
+
+impl Example for FsWriteParams {
+    fn example() -> Self {
+        FsWriteParams {
+            path: "/tmp/notes.txt".into(),
+            data: Base64Bytes::from("hello\n"),
+            offset: None,
+            append: false,
+            truncate: None,
+            create: true,
+            mode: Some(0o600),
+            atomic: true,
+        }
+    }
+}
+
+impl Example for FsWriteResult {
+    fn example() -> Self {
+        FsWriteResult { bytes_written: 6 }
+    }
+}
+
+impl Example for FsStatParams {
+    fn example() -> Self {
+        FsStatParams {
+            path: "/tmp/link".into(),
+            follow_symlinks: false,
+        }
+    }
+}
+
+impl Example for FsStatResult {
+    fn example() -> Self {
+        FsStatResult {
+            kind: FileKind::Symlink,
+            size: 14,
+            mode: 0o777,
+            mtime_ms: 1_764_480_000_000,
+            target: Some("/tmp/notes.txt".into()),
+        }
+    }
+}
+
+impl Example for FsListParams {
+    fn example() -> Self {
+        FsListParams {
+            path: "/tmp/project".into(),
+        }
+    }
+}
+
+impl Example for FsListResult {
+    fn example() -> Self {
+        FsListResult {
+            entries: vec![
+                FsEntry {
+                    name: "README.md".into(),
+                    kind: FileKind::File,
+                    lossy: false,
+                },
+                FsEntry {
+                    name: "caf\u{fffd}".into(),
+                    kind: FileKind::File,
+                    lossy: true,
+                },
+                FsEntry {
+                    name: "src".into(),
+                    kind: FileKind::Dir,
+                    lossy: false,
+                },
+            ],
+        }
+    }
+}
+
+impl Example for FsMkdirParams {
+    fn example() -> Self {
+        FsMkdirParams {
+            path: "/tmp/project/build/out".into(),
+            parents: true,
+            mode: Some(0o755),
+        }
+    }
+}
+
+impl Example for FsMkdirResult {
+    fn example() -> Self {
+        FsMkdirResult {}
+    }
+}
+
+impl Example for FsRemoveParams {
+    fn example() -> Self {
+        FsRemoveParams {
+            path: "/tmp/project/build".into(),
+            recursive: true,
+        }
+    }
+}
+
+impl Example for FsRemoveResult {
+    fn example() -> Self {
+        FsRemoveResult {}
+    }
+}
+
+impl Example for FsRenameParams {
+    fn example() -> Self {
+        FsRenameParams {
+            from: "/tmp/notes.txt".into(),
+            to: "/tmp/notes.old".into(),
+        }
+    }
+}
+
+impl Example for FsRenameResult {
+    fn example() -> Self {
+        FsRenameResult {}
     }
 }
 

@@ -8,6 +8,7 @@ mod binary;
 mod bundle;
 mod bytes;
 mod examples;
+mod fs;
 mod names;
 mod table;
 mod types;
@@ -19,11 +20,12 @@ pub use binary::{
 pub use bundle::{SCHEMA_DIALECT, schema_bundle, schema_bundle_text};
 pub use bytes::Base64Bytes;
 pub use examples::{ExampleKind, ExampleMessage, examples};
+pub use fs::*;
 pub use names::{ErrorCode, method, notification};
 pub use table::{
-    Direction, Example, Initialize, Initialized, Method, Notification, ProcessCloseStdin,
-    ProcessClosed, ProcessExited, ProcessList, ProcessOutput, ProcessRead, ProcessResize,
-    ProcessSignal, ProcessStart, ProcessTerminate, ProcessWrite, TableVisitor, WireType,
-    method_names, visit,
+    Direction, Example, FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite, Initialize,
+    Initialized, Method, Notification, ProcessCloseStdin, ProcessClosed, ProcessExited,
+    ProcessList, ProcessOutput, ProcessRead, ProcessResize, ProcessSignal, ProcessStart,
+    ProcessTerminate, ProcessWrite, TableVisitor, WireType, method_names, visit,
 };
 pub use types::*;

@@ -20,6 +20,22 @@ pub mod method {
     pub const PROCESS_TERMINATE: &str = "process/terminate";
     /// `process/list`.
     pub const PROCESS_LIST: &str = "process/list";
+
+    // fs/* (SPEC section 12)
+    /// `fs/read`.
+    pub const FS_READ: &str = "fs/read";
+    /// `fs/write`.
+    pub const FS_WRITE: &str = "fs/write";
+    /// `fs/stat`.
+    pub const FS_STAT: &str = "fs/stat";
+    /// `fs/list`.
+    pub const FS_LIST: &str = "fs/list";
+    /// `fs/mkdir`.
+    pub const FS_MKDIR: &str = "fs/mkdir";
+    /// `fs/remove`.
+    pub const FS_REMOVE: &str = "fs/remove";
+    /// `fs/rename`.
+    pub const FS_RENAME: &str = "fs/rename";
 }
 
 /// Notification names.
@@ -55,11 +71,13 @@ pub enum ErrorCode {
     ProcessNotFound,
     /// -32010: `resumeSessionId` unknown or expired.
     SessionNotFound,
+    /// -32020: an `fs/*` call failed in the OS; `data.errno` names the error.
+    FileError,
 }
 
 impl ErrorCode {
     /// Every error code.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::ParseError,
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
@@ -69,6 +87,7 @@ impl ErrorCode {
         ErrorCode::LimitReached,
         ErrorCode::ProcessNotFound,
         ErrorCode::SessionNotFound,
+        ErrorCode::FileError,
     ];
 
     /// The numeric code on the wire.
@@ -83,6 +102,7 @@ impl ErrorCode {
             ErrorCode::LimitReached => -32001,
             ErrorCode::ProcessNotFound => -32004,
             ErrorCode::SessionNotFound => -32010,
+            ErrorCode::FileError => -32020,
         }
     }
 
@@ -98,6 +118,7 @@ impl ErrorCode {
             ErrorCode::LimitReached => "limit reached",
             ErrorCode::ProcessNotFound => "process not found",
             ErrorCode::SessionNotFound => "session not found",
+            ErrorCode::FileError => "file error",
         }
     }
 

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::fs::*;
 use crate::names::{method, notification};
 use crate::types::*;
 
@@ -117,6 +118,21 @@ table! {
         ProcessTerminate = method::PROCESS_TERMINATE => ProcessTerminateParams, ProcessTerminateResult;
         /// `process/list`: every process the session retains.
         ProcessList = method::PROCESS_LIST => ProcessListParams, ProcessListResult;
+        // fs/* (SPEC section 12)
+        /// `fs/read`: read bytes of a file from an offset.
+        FsRead = method::FS_READ => FsReadParams, FsReadResult;
+        /// `fs/write`: write bytes to a file (at an offset, appended, or replacing it, atomically if asked).
+        FsWrite = method::FS_WRITE => FsWriteParams, FsWriteResult;
+        /// `fs/stat`: what a path names, its size, mode and mtime.
+        FsStat = method::FS_STAT => FsStatParams, FsStatResult;
+        /// `fs/list`: the entries of a directory.
+        FsList = method::FS_LIST => FsListParams, FsListResult;
+        /// `fs/mkdir`: create a directory.
+        FsMkdir = method::FS_MKDIR => FsMkdirParams, FsMkdirResult;
+        /// `fs/remove`: remove a file, symlink or directory.
+        FsRemove = method::FS_REMOVE => FsRemoveParams, FsRemoveResult;
+        /// `fs/rename`: rename(2).
+        FsRename = method::FS_RENAME => FsRenameParams, FsRenameResult;
     }
     notifications {
         /// `initialized`: the client completes the handshake.

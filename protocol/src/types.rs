@@ -25,6 +25,9 @@ pub const DEFAULT_COLS: u16 = 80;
 /// Maximum length of a `processId`, in bytes.
 pub const MAX_PROCESS_ID_BYTES: usize = 256;
 
+/// Maximum length of a `writeId`, in bytes.
+pub const MAX_WRITE_ID_BYTES: usize = 256;
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -248,6 +251,15 @@ pub struct ProcessStartParams {
     /// Initial terminal size for a tty process (default 24x80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<TerminalSize>,
+    /// Terminate the process (as `process/terminate` with the default grace) once it has run
+    /// this many milliseconds; its `process/exited` then says `timedOut: true`. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Run as this user (a name or a numeric uid): its uid, primary gid and supplementary
+    /// groups, and with `inheritEnv` its `HOME`, `USER`, `LOGNAME` and `SHELL`. Needs a
+    /// server running as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Result of `process/start`.
@@ -309,6 +321,9 @@ pub struct ProcessReadResult {
     pub signal: Option<String>,
     /// Whether the process has exited and every output stream reached end-of-file.
     pub closed: bool,
+    /// The server ended the process because its `timeoutMs` passed.
+    #[serde(default)]
+    pub timed_out: bool,
     /// Output events after `afterSeq` were evicted from retention: output was lost to this reader.
     pub truncated: bool,
     /// All output bytes of this process evicted from retention so far.
@@ -328,8 +343,9 @@ pub struct ProcessWriteParams {
     pub process_id: String,
     /// The bytes to write to its stdin.
     pub chunk: Base64Bytes,
-    /// Idempotency key: a retry with an id already accepted is not written again.
+    /// Idempotency key, 1 to 256 bytes: a retry with an id already accepted is not written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub write_id: Option<String>,
 }
 
@@ -442,6 +458,9 @@ pub struct ProcessInfo {
     pub signal: Option<String>,
     /// Whether it has exited and every output stream reached end-of-file.
     pub closed: bool,
+    /// The server ended it because its `timeoutMs` passed.
+    #[serde(default)]
+    pub timed_out: bool,
     /// The seq its next event will have.
     pub next_seq: u64,
 }
@@ -483,6 +502,9 @@ pub struct ProcessExitedNotification {
     /// The name of the signal that ended it (`"SIGKILL"`), or `null`.
     #[schemars(required, extend("type" = ["string", "null"]))]
     pub signal: Option<String>,
+    /// The server ended it because its `timeoutMs` passed.
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 /// Params of the `process/closed` notification: exited and every stream at end-of-file; the last event.

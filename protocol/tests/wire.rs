@@ -77,8 +77,8 @@ fn bundle_names_every_method_and_notification() {
 #[test]
 fn every_type_has_one_example_snapshot() {
     let examples = examples();
-    // 9 methods x (params, result) + 4 notifications.
-    assert_eq!(examples.len(), 22);
+    // (9 process + 7 fs methods) x (params, result) + 4 notifications.
+    assert_eq!(examples.len(), 36);
     for example in &examples {
         let kind = match example.kind {
             ExampleKind::Params => "params",
@@ -181,7 +181,7 @@ fn names_and_codes() {
     assert_eq!(
         codes,
         [
-            -32700, -32600, -32601, -32602, -32603, -32000, -32001, -32004, -32010
+            -32700, -32600, -32601, -32602, -32603, -32000, -32001, -32004, -32010, -32020
         ]
     );
     for code in ErrorCode::ALL {
@@ -279,18 +279,20 @@ fn spec_section_10_messages_parse() {
                 method::PROCESS_START => {
                     parses_exactly::<ProcessStartResult>(&message["result"], &[])
                 }
-                method::PROCESS_READ => {
-                    parses_exactly::<ProcessReadResult>(&message["result"], &[])
-                }
+                method::PROCESS_READ => parses_exactly::<ProcessReadResult>(
+                    &message["result"],
+                    &[("timedOut", json!(false))],
+                ),
                 other => panic!("no check for {other}"),
             },
             (false, Some(name), None) => match name {
                 notification::PROCESS_OUTPUT => {
                     parses_exactly::<ProcessOutputNotification>(&params, &[])
                 }
-                notification::PROCESS_EXITED => {
-                    parses_exactly::<ProcessExitedNotification>(&params, &[])
-                }
+                notification::PROCESS_EXITED => parses_exactly::<ProcessExitedNotification>(
+                    &params,
+                    &[("timedOut", json!(false))],
+                ),
                 notification::PROCESS_CLOSED => {
                     parses_exactly::<ProcessClosedNotification>(&params, &[])
                 }
@@ -301,4 +303,86 @@ fn spec_section_10_messages_parse() {
         parsed += 1;
     }
     assert_eq!(parsed, 11);
+}
+
+// ---------------------------------------------------------------- fs/* (SPEC section 12)
+
+#[test]
+fn fs_defaults_follow_the_spec() {
+    let read: FsReadParams = serde_json::from_value(json!({"path": "/f"})).unwrap();
+    assert_eq!(
+        read,
+        FsReadParams {
+            path: "/f".into(),
+            offset: None,
+            max_bytes: None
+        }
+    );
+    let write: FsWriteParams = serde_json::from_value(json!({"path": "/f", "data": ""})).unwrap();
+    assert_eq!(
+        write,
+        FsWriteParams {
+            path: "/f".into(),
+            data: Base64Bytes::default(),
+            offset: None,
+            append: false,
+            truncate: None,
+            create: true,
+            mode: None,
+            atomic: false,
+        }
+    );
+    // Defaults are left out of what this crate serializes.
+    assert_eq!(
+        serde_json::to_value(&write).unwrap(),
+        json!({"path": "/f", "data": ""})
+    );
+    let stat: FsStatParams = serde_json::from_value(json!({"path": "/f"})).unwrap();
+    assert!(stat.follow_symlinks);
+    let nulls: FsReadParams =
+        serde_json::from_value(json!({"path": "/f", "offset": null, "maxBytes": null})).unwrap();
+    assert_eq!(nulls, read);
+    let mkdir: FsMkdirParams = serde_json::from_value(json!({"path": "/d"})).unwrap();
+    assert_eq!((mkdir.parents, mkdir.mode), (false, None));
+    let remove: FsRemoveParams = serde_json::from_value(json!({"path": "/d"})).unwrap();
+    assert!(!remove.recursive);
+    assert_eq!(FS_READ_MAX_BYTES, 4 << 20);
+    assert_eq!((DEFAULT_FILE_MODE, DEFAULT_DIR_MODE), (0o644, 0o755));
+}
+
+#[test]
+fn fs_schema_rejects_what_serde_rejects() {
+    let write = validator_for("FsWriteParams");
+    assert!(!write.is_valid(&json!({"path": "/f"})));
+    assert!(!write.is_valid(&json!({"path": "/f", "data": "a"})));
+    assert!(!write.is_valid(&json!({"path": "/f", "data": "", "mode": 4096})));
+    assert!(serde_json::from_value::<FsWriteParams>(json!({"path": "/f"})).is_err());
+    let stat = validator_for("FsStatResult");
+    assert!(
+        !stat
+            .is_valid(&json!({"kind": "fifo", "size": 0, "mode": 0, "mtimeMs": 0, "target": null}))
+    );
+    assert!(!stat.is_valid(&json!({"kind": "file", "size": 0, "mode": 0, "mtimeMs": 0})));
+    assert!(
+        serde_json::from_value::<FsStatResult>(
+            json!({"kind": "fifo", "size": 0, "mode": 0, "mtimeMs": 0, "target": null})
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn the_file_error_data_is_in_the_bundle() {
+    let bundle = schema_bundle();
+    assert_eq!(bundle["x-errorCodes"]["-32020"], "file error");
+    assert_eq!(
+        bundle["x-errorData"],
+        json!({"-32020": {"$ref": "#/$defs/FileErrorData"}})
+    );
+    let data = serde_json::to_value(FileErrorData {
+        errno: "ENOENT".into(),
+    })
+    .unwrap();
+    assert_eq!(data, json!({"errno": "ENOENT"}));
+    assert!(validator_for("FileErrorData").is_valid(&data));
 }

@@ -14,6 +14,13 @@ pub const SERVER_NAME: &str = "exec-server";
 /// base64-encoded), so 32 queued messages pin under 3 MiB per connection.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 32;
 
+/// Default byte budget of a connection's outbound queue: about 45 output notifications
+/// of 64 KiB chunks, or two full `process/read` responses of the default retention.
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Default number of requests in flight per connection (SPEC section 8).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 /// Settings of the dispatch shared by every connection of one server.
 #[derive(Debug, Clone)]
 pub struct RpcConfig {
@@ -25,6 +32,12 @@ pub struct RpcConfig {
     pub max_message_bytes: usize,
     /// Depth of each connection's outbound queue, in messages.
     pub outbound_queue: usize,
+    /// Bytes each connection's outbound queue may hold (a larger message still passes,
+    /// alone).
+    pub outbound_queue_bytes: usize,
+    /// Requests read but not yet answered per connection; past it the connection is not
+    /// read until a response is queued.
+    pub max_in_flight: usize,
     /// Ceiling of `waitMs` of `process/read` (at most the protocol's 300 s).
     pub max_wait: Duration,
 }
@@ -36,6 +49,8 @@ impl Default for RpcConfig {
             session_ttl: Duration::from_secs(30),
             max_message_bytes: 16 * 1024 * 1024,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_wait: Duration::from_millis(MAX_WAIT_MS),
         }
     }

@@ -1,24 +1,31 @@
 //! One transport connection: message classification, the handshake state machine, dispatch and the outbound queue.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use exec_server_core::Session;
+use exec_server_core::{Session, lock};
 use exec_server_protocol::{
-    Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION, ProcessRead,
-    ServerCapabilities, notification,
+    FsRead, Initialize, InitializeParams, InitializeResult, Method, PROTOCOL_VERSION, ProcessList,
+    ProcessRead, ProcessReadParams, ProcessResize, ProcessResizeParams, ProcessSignal,
+    ProcessSignalParams, ProcessStart, ProcessStartParams, ProcessTerminate,
+    ProcessTerminateParams, ServerCapabilities, notification,
 };
 use jsonrpsee_core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse};
 use jsonrpsee_types::error::OVERSIZED_RESPONSE_CODE;
 use jsonrpsee_types::{Id, Params};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::methods::{InitExt, SessionExt};
+use crate::methods::{InitExt, Prepared, ReadExt, SessionExt, check_process_id, parse};
+use crate::queue::{OutTx, Queued};
 use crate::sink::QueueSink;
 use crate::{Error, SERVER_NAME, Server};
+
+/// The longest request `id` accepted, as JSON text: the server holds the id while the
+/// request is in flight and echoes it in the response.
+pub(crate) const MAX_ID_BYTES: usize = 1024;
 
 /// The handshake of SPEC section 4.
 enum Handshake {
@@ -42,29 +49,53 @@ struct Attached {
 pub(crate) struct ConnectionShared {
     id: u64,
     server: Arc<Server>,
-    tx: mpsc::Sender<String>,
+    tx: OutTx,
     /// Cancelled when the server wants this connection closed (session takeover) and
-    /// when the connection ends; in-flight long polls stop on it.
+    /// when the connection ends; in-flight long polls are then abandoned (nobody is
+    /// left to answer).
     close: CancellationToken,
+    /// Cancelled when the transport finishes the connection (end of input, server
+    /// shutdown): pending long polls answer at once with what they have.
+    drain: CancellationToken,
+    /// One permit per request in flight (read, not yet answered): `--max-in-flight`.
+    in_flight: Arc<Semaphore>,
+    max_in_flight: u32,
+    /// The bytes of the requests in flight: what they can hold while they wait (an
+    /// `fs/write`'s data, say) is bounded too, at twice the largest message.
+    in_flight_bytes: Arc<Semaphore>,
+    in_flight_bytes_budget: usize,
     state: Mutex<Handshake>,
     /// Set by a successful `initialize`: the session to attach once the response is queued.
     pending_attach: Mutex<Option<String>>,
 }
 
 impl ConnectionShared {
-    pub(crate) fn new(id: u64, server: Arc<Server>, tx: mpsc::Sender<String>) -> Arc<Self> {
+    pub(crate) fn new(id: u64, server: Arc<Server>, tx: OutTx) -> Arc<Self> {
+        // acquire_many takes a u32; 2^20 requests in flight is far past any sane limit.
+        let max_in_flight = server.config().max_in_flight.clamp(1, 1 << 20) as u32;
+        // acquire_many takes a u32, and a semaphore counts at most usize::MAX >> 3.
+        let in_flight_bytes_budget = server
+            .config()
+            .max_message_bytes
+            .saturating_mul(2)
+            .clamp(1 << 20, u32::MAX as usize >> 3);
         Arc::new(ConnectionShared {
             id,
             server,
             tx,
             close: CancellationToken::new(),
+            drain: CancellationToken::new(),
+            in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
+            max_in_flight,
+            in_flight_bytes: Arc::new(Semaphore::new(in_flight_bytes_budget)),
+            in_flight_bytes_budget,
             state: Mutex::new(Handshake::New),
             pending_attach: Mutex::new(None),
         })
     }
 
     fn state(&self) -> MutexGuard<'_, Handshake> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The body of `initialize` (the dispatch already moved the state to `Initializing`).
@@ -76,10 +107,7 @@ impl ConnectionShared {
         let mut state = self.state();
         match &result {
             Ok(attached) => {
-                *self
-                    .pending_attach
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(attached.session_id.clone());
+                *lock(&self.pending_attach) = Some(attached.session_id.clone());
                 *state = Handshake::Initialized(attached.clone());
             }
             Err(_) => *state = Handshake::New,
@@ -124,11 +152,7 @@ impl ConnectionShared {
 
     /// Attaches the session of a just-answered `initialize`, so pushes start after its response.
     fn attach_pending(&self) {
-        let pending = self
-            .pending_attach
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let pending = lock(&self.pending_attach).take();
         if let Some(session_id) = pending {
             let sink = Arc::new(QueueSink::new(self.tx.clone()));
             self.server.registry().attach(&session_id, self.id, sink);
@@ -192,29 +216,31 @@ impl ConnectionShared {
 
 /// The receiving end of a connection's outbound queue: each item is one complete JSON-RPC
 /// message (a response or a flat notification), without a trailing newline.
+///
+/// Taking a message gives the bytes it held back to the connection's byte budget.
 #[derive(Debug)]
 pub struct Outbound {
-    rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<Queued>,
 }
 
 impl Outbound {
-    pub(crate) fn new(rx: mpsc::Receiver<String>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<Queued>) -> Self {
         Outbound { rx }
     }
 
     /// The next message; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<String> {
-        self.rx.recv().await
+        self.rx.recv().await.map(Queued::into_text)
     }
 
     /// The next message if one is queued already (for batching writes before a flush).
     pub fn try_recv(&mut self) -> Option<String> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().map(Queued::into_text)
     }
 
     /// [`Outbound::recv`] for a plain thread (it panics inside the async runtime).
     pub fn blocking_recv(&mut self) -> Option<String> {
-        self.rx.blocking_recv()
+        self.rx.blocking_recv().map(Queued::into_text)
     }
 }
 
@@ -290,8 +316,9 @@ fn classify(message: &[u8]) -> Inbound<'_> {
         Ok(envelope) => envelope,
         Err(e) if e.is_data() => {
             let id = serde_json::from_slice::<IdOnly<'_>>(message)
-                .map(|i| i.id)
-                .unwrap_or(Id::Null);
+                .ok()
+                .filter(|i| i.id.as_str().is_none_or(|s| s.len() <= MAX_ID_BYTES))
+                .map_or(Id::Null, |i| i.id);
             return Inbound::Invalid(
                 id,
                 Error::InvalidRequest(format!("not a JSON-RPC request: {e}")),
@@ -299,6 +326,15 @@ fn classify(message: &[u8]) -> Inbound<'_> {
         }
         Err(e) => return Inbound::Invalid(Id::Null, Error::Parse(e.to_string())),
     };
+    if envelope
+        .id
+        .is_some_and(|raw| raw.get().len() > MAX_ID_BYTES)
+    {
+        return Inbound::Invalid(
+            Id::Null,
+            Error::InvalidRequest(format!("`id` is longer than {MAX_ID_BYTES} bytes")),
+        );
+    }
     let id = match envelope
         .id
         .map(|raw| serde_json::from_str::<Id<'_>>(raw.get()))
@@ -348,10 +384,11 @@ fn json_text(response: MethodResponse) -> String {
 /// Queues a method's response, replacing jsonrpsee's oversized-response error with
 /// the SPEC's limit error, then tells a waiting `notify_on_completion` that it is queued.
 async fn send_response(
-    tx: &mpsc::Sender<String>,
+    tx: &OutTx,
     id: Id<'_>,
     response: MethodResponse,
     max: usize,
+    room: Option<OwnedSemaphorePermit>,
 ) {
     let text = if response.as_error_code() == Some(OVERSIZED_RESPONSE_CODE) {
         let error = Error::LimitReached(format!(
@@ -364,7 +401,11 @@ async fn send_response(
     let success = response.is_success();
     let (json, notify, _) = response.into_parts();
     let text = text.unwrap_or_else(|| String::from(Box::<str>::from(json)));
-    if tx.send(text).await.is_err() {
+    let sent = match room {
+        Some(room) => tx.send_reserved(text, room).await,
+        None => tx.send(text).await,
+    };
+    if sent.is_err() {
         // The connection is gone; dropping `notify` tells the waiter so.
         return;
     }
@@ -391,13 +432,29 @@ impl Connection {
 
     /// Handles one inbound message. Call it for each message in the order they were
     /// received, and await it before reading the next: synchronous methods
-    /// (`process/write`, `process/closeStdin`, …) reach core in that order, and
+    /// (`process/write`, `process/closeStdin`, …) reach core in that order, a
+    /// `process/start` reserves its `processId` before the next message is handled, and
     /// other methods run in tasks of their own.
     ///
-    /// It waits when the outbound queue is full, so a client that does not read its
-    /// responses is eventually not read either.
+    /// It waits while `--max-in-flight` requests are unanswered and while the outbound
+    /// queue is full, so a client that does not read its responses is not read either.
     pub async fn handle(&self, message: &[u8]) {
         let shared = &self.shared;
+        // In flight from here until the response is queued. The semaphore is never
+        // closed, so this only waits.
+        let Ok(count) = shared.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let size = message.len().clamp(1, shared.in_flight_bytes_budget) as u32;
+        let Ok(bytes) = shared
+            .in_flight_bytes
+            .clone()
+            .acquire_many_owned(size)
+            .await
+        else {
+            return;
+        };
+        let permit = (count, bytes);
         let (id, method, params) = match classify(message) {
             Inbound::Invalid(id, error) => {
                 tracing::debug!(conn = shared.id, %error, "invalid message");
@@ -411,11 +468,11 @@ impl Connection {
             Inbound::Request { id, method, params } => (id, method, params),
         };
         let Some((name, callback)) = shared.server.methods().method_with_name(&method) else {
-            let error = Error::MethodNotFound(format!("`{method}`"));
+            let error = Error::MethodNotFound(format!("`{}`", clip(&method)));
             self.send(error_json(id, &error)).await;
             return;
         };
-        let extensions = match shared.gate(name) {
+        let mut extensions = match shared.gate(name) {
             Ok(extensions) => extensions,
             Err(error) => {
                 self.send(error_json(id, &error)).await;
@@ -423,18 +480,33 @@ impl Connection {
             }
         };
         let max = shared.server.config().max_message_bytes;
+        let raw = params.map(RawValue::get);
         match callback {
             MethodCallback::Sync(callback) => {
-                let params = Params::new(params.map(RawValue::get));
-                let response = callback(id.clone(), params, max, extensions);
-                send_response(&shared.tx, id, response, max).await;
+                self.settle_target(name, raw, &extensions).await;
+                let response = callback(id.clone(), Params::new(raw), max, extensions);
+                send_response(&shared.tx, id, response, max, None).await;
                 if name == Initialize::NAME {
                     shared.attach_pending();
                 }
+                drop(permit);
             }
             MethodCallback::Async(callback) => {
+                // The params are parsed here, on the read loop: a start reserves its id in
+                // receipt order, and a task holds typed params, not the request's text.
+                let (room, parsed) = match self.prepare(name, raw, &mut extensions) {
+                    Ok(prepared) => prepared,
+                    Err(error) => {
+                        self.send(error_json(id, &error)).await;
+                        return;
+                    }
+                };
                 let id = id.into_owned();
-                let params = Params::new(params.map(RawValue::get)).into_owned();
+                let params = if parsed {
+                    Params::new(None)
+                } else {
+                    Params::new(raw).into_owned()
+                };
                 let call = callback(
                     id.clone(),
                     params,
@@ -444,8 +516,8 @@ impl Connection {
                 );
                 let tx = shared.tx.clone();
                 let close = shared.close.clone();
-                // A long poll stops with its connection; other calls finish (a start
-                // must not be abandoned half way).
+                // A long poll is abandoned with its connection (nobody is left to
+                // answer); other calls finish (a start must not be abandoned half way).
                 let cancellable = name == ProcessRead::NAME;
                 tokio::spawn(async move {
                     let response = if cancellable {
@@ -456,7 +528,9 @@ impl Connection {
                     } else {
                         call.await
                     };
-                    send_response(&tx, id, response, max).await;
+                    let room = room.and_then(|r| lock(&r).take());
+                    send_response(&tx, id, response, max, room).await;
+                    drop(permit);
                 });
             }
             MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_) => {
@@ -464,6 +538,98 @@ impl Connection {
                 self.send(error_json(id, &error)).await;
             }
         }
+    }
+
+    /// Parses the params of `process/start` and `process/read` into their extensions (a
+    /// start reserves its `processId` here); other asynchronous methods parse theirs in
+    /// their task. Returns the slot where a read leaves the room it reserved in the
+    /// outbound queue, and whether the params were parsed here.
+    fn prepare(
+        &self,
+        name: &str,
+        raw: Option<&str>,
+        ext: &mut Extensions,
+    ) -> Result<(Option<RoomSlot>, bool), Error> {
+        if name == FsRead::NAME {
+            // Parsed in its task; it reserves room for its answer there (see `register_fs`).
+            let room = RoomSlot::default();
+            ext.insert(ReadExt {
+                drain: self.shared.drain.clone(),
+                tx: self.shared.tx.clone(),
+                room: room.clone(),
+            });
+            return Ok((Some(room), false));
+        }
+        if name != ProcessStart::NAME && name != ProcessRead::NAME {
+            return Ok((None, false));
+        }
+        let session = ext
+            .get::<SessionExt>()
+            .map(|s| s.0.clone())
+            .ok_or_else(|| Error::Internal("call dispatched without a session".into()))?;
+        if name == ProcessStart::NAME {
+            let params: ProcessStartParams = parse(raw)?;
+            let reservation = session.reserve(params).map_err(Error::from)?;
+            ext.insert(Prepared::new(reservation));
+            Ok((None, true))
+        } else if name == ProcessRead::NAME {
+            let params: ProcessReadParams = parse(raw)?;
+            check_process_id(&params.process_id)?;
+            ext.insert(Prepared::new(params));
+            let room = RoomSlot::default();
+            ext.insert(ReadExt {
+                drain: self.shared.drain.clone(),
+                tx: self.shared.tx.clone(),
+                room: room.clone(),
+            });
+            Ok((Some(room), true))
+        } else {
+            Ok((None, false))
+        }
+    }
+
+    /// A call that acts on a process waits, on the read loop, for that process's start
+    /// to finish when it is still starting: it sees the process it names. `process/list`
+    /// waits for every start of the session.
+    async fn settle_target(&self, name: &str, raw: Option<&str>, ext: &Extensions) {
+        let Some(session) = ext.get::<SessionExt>().map(|s| s.0.clone()) else {
+            return;
+        };
+        let target = if name == ProcessSignal::NAME {
+            parse::<ProcessSignalParams>(raw).ok().map(|p| p.process_id)
+        } else if name == ProcessTerminate::NAME {
+            parse::<ProcessTerminateParams>(raw)
+                .ok()
+                .map(|p| p.process_id)
+        } else if name == ProcessResize::NAME {
+            parse::<ProcessResizeParams>(raw).ok().map(|p| p.process_id)
+        } else if name == ProcessList::NAME {
+            session.all_settled().await;
+            None
+        } else {
+            None
+        };
+        if let Some(id) = target {
+            session.settled(&id).await;
+        }
+    }
+
+    /// Answers every request read so far, then returns: pending long polls return at
+    /// once with what they have, starts finish. Call it when the input has ended, before
+    /// shutting the server down; handle nothing after it.
+    pub async fn finish(&self) {
+        self.shared.drain.cancel();
+        let _ = self
+            .shared
+            .in_flight
+            .acquire_many(self.shared.max_in_flight)
+            .await;
+    }
+
+    /// Gives up on the output: every message not yet queued is dropped instead of waited
+    /// for. For a transport whose writer can no longer make progress during shutdown.
+    pub fn abandon_output(&self) {
+        self.shared.tx.abandon();
     }
 
     /// Answers a message that exceeded the maximum message size (`size` when the
@@ -483,6 +649,19 @@ impl Connection {
     async fn send(&self, text: String) {
         let _ = self.shared.tx.send(text).await;
     }
+}
+
+/// Where a `process/read` leaves the room it reserved in the outbound queue before its
+/// response was serialized.
+pub(crate) type RoomSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
+/// At most 256 bytes of a client-supplied name, for messages.
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(256);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 impl Drop for Connection {

@@ -1,7 +1,10 @@
 //! The errors of the dispatch and their JSON-RPC error objects: the one place a wire error is built.
 
-use exec_server_protocol::ErrorCode;
+use exec_server_protocol::{ErrorCode, FileErrorData};
 use jsonrpsee_types::ErrorObjectOwned;
+
+/// The longest error `message` sent, in bytes (longer texts are cut and end in `…`).
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 
 /// An error answered to a request.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +50,26 @@ impl Error {
         }
     }
 
-    /// The JSON-RPC error object: the SPEC code and this error's text as `message`.
+    /// The JSON-RPC error object: the SPEC code, this error's text as `message` (cut to
+    /// [`MAX_ERROR_MESSAGE_BYTES`]: a parse error can quote a client's huge string), and
+    /// for a file error (-32020) `data: {"errno": NAME}`.
     pub fn to_error_object(&self) -> ErrorObjectOwned {
-        ErrorObjectOwned::owned(self.code().code(), self.to_string(), None::<()>)
+        let data = match self {
+            Error::Core(exec_server_core::Error::File { errno, .. }) => Some(FileErrorData {
+                errno: (*errno).to_owned(),
+            }),
+            _ => None,
+        };
+        let mut message = self.to_string();
+        if message.len() > MAX_ERROR_MESSAGE_BYTES {
+            let mut end = MAX_ERROR_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        ErrorObjectOwned::owned(self.code().code(), message, data)
     }
 }
 
@@ -78,6 +98,31 @@ mod tests {
             let obj = e.to_error_object();
             assert_eq!(obj.code(), code);
             assert_eq!(obj.message(), e.to_string());
+            assert!(obj.data().is_none());
         }
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let e = Error::InvalidParams("é".repeat(5000));
+        let obj = e.to_error_object();
+        assert!(obj.message().len() <= MAX_ERROR_MESSAGE_BYTES + '…'.len_utf8());
+        assert!(obj.message().ends_with('…'));
+        assert!(obj.message().starts_with("invalid params: éé"));
+    }
+
+    #[test]
+    fn a_file_error_carries_its_errno_name() {
+        let e = Error::from(exec_server_core::Error::File {
+            errno: "ENOTDIR",
+            message: "open /etc/passwd/x: Not a directory (os error 20)".into(),
+        });
+        let obj = e.to_error_object();
+        assert_eq!(obj.code(), -32020);
+        assert_eq!(
+            obj.message(),
+            "open /etc/passwd/x: Not a directory (os error 20)"
+        );
+        assert_eq!(obj.data().map(|d| d.get()), Some(r#"{"errno":"ENOTDIR"}"#));
     }
 }

@@ -19,11 +19,15 @@ mod config;
 mod connection;
 mod error;
 mod methods;
+mod queue;
 mod random;
 mod registry;
 mod sink;
 
-pub use config::{DEFAULT_OUTBOUND_QUEUE, RpcConfig, SERVER_NAME};
+pub use config::{
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE, DEFAULT_OUTBOUND_QUEUE_BYTES, RpcConfig,
+    SERVER_NAME,
+};
 pub use connection::{Connection, Outbound};
 pub use error::Error;
 pub use methods::Server;

@@ -1,20 +1,22 @@
 //! The method table of the server as a jsonrpsee `RpcModule`, one typed handler per protocol method.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use exec_server_core::Session;
+use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation, lock};
 use exec_server_protocol::{
-    Initialize, Method, ProcessCloseStdin, ProcessList, ProcessRead, ProcessResize, ProcessSignal,
-    ProcessStart, ProcessTerminate, ProcessWrite,
+    FS_READ_MAX_BYTES, FsList, FsMkdir, FsRead, FsReadParams, FsRemove, FsRename, FsStat, FsWrite,
+    Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
+    ProcessReadParams, ProcessReadResult, ProcessResize, ProcessSignal, ProcessStart,
+    ProcessTerminate, ProcessWrite,
 };
 use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
-use jsonrpsee_types::{ErrorObjectOwned, Params};
+use jsonrpsee_types::ErrorObjectOwned;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Connection, ConnectionShared, Outbound};
+use crate::connection::{Connection, ConnectionShared, Outbound, RoomSlot};
+use crate::queue::OutTx;
 use crate::registry::Registry;
 use crate::{Error, RpcConfig};
 
@@ -26,10 +28,92 @@ pub(crate) struct SessionExt(pub(crate) Arc<Session>);
 #[derive(Clone)]
 pub(crate) struct InitExt(pub(crate) Arc<ConnectionShared>);
 
+/// Put into the extensions of an asynchronous call by the read loop: its parsed params
+/// (or, for `process/start`, its reservation), taken once by the handler.
+pub(crate) struct Prepared<T>(Arc<Mutex<Option<T>>>);
+
+impl<T> Clone for Prepared<T> {
+    fn clone(&self) -> Self {
+        Prepared(self.0.clone())
+    }
+}
+
+impl<T> Prepared<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Prepared(Arc::new(Mutex::new(Some(value))))
+    }
+}
+
+fn take<T: Send + Sync + 'static>(ext: &Extensions) -> Result<T, Error> {
+    ext.get::<Prepared<T>>()
+        .and_then(|p| lock(&p.0).take())
+        .ok_or_else(|| Error::Internal("call dispatched without its prepared params".into()))
+}
+
+/// Put into the extensions of a `process/read` call.
+#[derive(Clone)]
+pub(crate) struct ReadExt {
+    /// Cancelled when the connection finishes: answer now with what there is.
+    pub(crate) drain: CancellationToken,
+    /// The connection's outbound queue, to reserve room before serializing.
+    pub(crate) tx: OutTx,
+    /// Where the reserved room is left for the response.
+    pub(crate) room: RoomSlot,
+}
+
 /// Parses `params` into the method's params type; absent params count as `{}`.
-fn parse<T: DeserializeOwned>(params: &Params<'_>) -> Result<T, Error> {
-    serde_json::from_str(params.as_str().unwrap_or("{}"))
-        .map_err(|e| Error::InvalidParams(e.to_string()))
+pub(crate) fn parse<T: DeserializeOwned>(params: Option<&str>) -> Result<T, Error> {
+    serde_json::from_str(params.unwrap_or("{}")).map_err(|e| Error::InvalidParams(e.to_string()))
+}
+
+/// A `processId` longer than any process can have is refused before it is looked up
+/// (and echoed in an error).
+pub(crate) fn check_process_id(id: &str) -> Result<(), Error> {
+    if id.len() > MAX_PROCESS_ID_BYTES {
+        return Err(Error::InvalidParams(format!(
+            "processId is {} bytes; at most {MAX_PROCESS_ID_BYTES} are allowed",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Params that name a process.
+trait Target {
+    fn process_id(&self) -> &str;
+}
+
+macro_rules! target {
+    ($($t:ty),*) => {$(
+        impl Target for $t {
+            fn process_id(&self) -> &str {
+                &self.process_id
+            }
+        }
+    )*};
+}
+target!(
+    exec_server_protocol::ProcessWriteParams,
+    exec_server_protocol::ProcessCloseStdinParams,
+    exec_server_protocol::ProcessSignalParams,
+    exec_server_protocol::ProcessResizeParams,
+    exec_server_protocol::ProcessTerminateParams
+);
+
+impl Target for exec_server_protocol::ProcessListParams {
+    fn process_id(&self) -> &str {
+        ""
+    }
+}
+
+/// An upper bound of the JSON length of a `process/read` result (its id aside).
+fn read_json_bound(result: &ProcessReadResult) -> usize {
+    let chunks: usize = result
+        .chunks
+        .iter()
+        .map(|c| c.chunk.len().div_ceil(3) * 4 + 64)
+        .sum();
+    chunks + 512
 }
 
 fn session(ext: &Extensions) -> Result<Arc<Session>, Error> {
@@ -43,33 +127,36 @@ fn session(ext: &Extensions) -> Result<Arc<Session>, Error> {
 fn sync_method<M, F>(module: &mut RpcModule<()>, f: F) -> Result<(), Error>
 where
     M: Method,
+    M::Params: Target,
     M::Result: Clone,
     F: Fn(&Session, M::Params) -> Result<M::Result, Error> + Send + Sync + 'static,
 {
     module
         .register_method(M::NAME, move |params, _, ext| {
             let session = session(ext)?;
-            f(&session, parse(&params)?)
+            let params: M::Params = parse(params.as_str())?;
+            check_process_id(params.process_id())?;
+            f(&session, params)
         })
         .map(|_| ())
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// Registers `M` as an asynchronous method: each call runs in its own task, so a long
-/// call never delays another request.
+/// Registers `M` as an asynchronous method whose params are parsed in its task: each
+/// call runs in its own task, so a long call never delays another request.
 fn async_method<M, F, Fut>(module: &mut RpcModule<()>, f: F) -> Result<(), Error>
 where
     M: Method,
     M::Result: Clone,
     F: Fn(Arc<Session>, M::Params) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<M::Result, Error>> + Send,
+    Fut: std::future::Future<Output = Result<M::Result, Error>> + Send,
 {
     module
         .register_async_method(M::NAME, move |params, _, ext| {
             let f = f.clone();
             async move {
                 let session = session(&ext)?;
-                f(session, parse(&params)?).await
+                f(session, parse(params.as_str())?).await
             }
         })
         .map(|_| ())
@@ -86,19 +173,17 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
             let conn = ext.get::<InitExt>().ok_or_else(|| {
                 Error::Internal("initialize dispatched without its connection".into())
             })?;
-            conn.0.initialize(parse(&params))
+            conn.0.initialize(parse(params.as_str()))
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
 
     // process/start: the response carries a completion notifier; the `Started` gate of
     // core is dropped only once the response is queued ahead of any notification.
+    // The read loop reserved the id (`Session::reserve`); the task spawns.
     module
-        .register_async_method(ProcessStart::NAME, |params, _, ext| async move {
-            let started = match session(&ext) {
-                Ok(session) => match parse(&params) {
-                    Ok(p) => session.start(p).await.map_err(Error::from),
-                    Err(e) => Err(e),
-                },
+        .register_async_method(ProcessStart::NAME, |_, _, ext| async move {
+            let started = match take::<StartReservation>(&ext) {
+                Ok(reservation) => reservation.spawn().await.map_err(Error::from),
                 Err(e) => Err(e),
             };
             match started {
@@ -117,10 +202,34 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
 
-    async_method::<ProcessRead, _, _>(&mut module, move |session, mut p| async move {
-        p.wait_ms = p.wait_ms.min(max_wait_ms);
-        session.read(p).await.map_err(Error::from)
-    })?;
+    // The read loop parsed the params. A finishing connection answers a pending long
+    // poll at once; room for the response is reserved in the outbound queue before it is
+    // serialized, so waiting responses hold typed results (sharing the retained chunks),
+    // not their JSON.
+    module
+        .register_async_method(ProcessRead::NAME, move |_, _, ext| async move {
+            let session = session(&ext)?;
+            let mut params: ProcessReadParams = take(&ext)?;
+            params.wait_ms = params.wait_ms.min(max_wait_ms);
+            let read = ext
+                .get::<ReadExt>()
+                .cloned()
+                .ok_or_else(|| Error::Internal("read dispatched without its queue".into()))?;
+            let now = ProcessReadParams {
+                wait_ms: 0,
+                ..params.clone()
+            };
+            let result = tokio::select! {
+                result = session.read(params) => result,
+                () = read.drain.cancelled() => session.read(now).await,
+            }
+            .map_err(Error::from)?;
+            if let Ok(room) = read.tx.reserve(read_json_bound(&result)).await {
+                *lock(&read.room) = Some(room);
+            }
+            Ok::<ProcessReadResult, Error>(result)
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
     sync_method::<ProcessWrite, _>(&mut module, |session, p| {
         session.write(p).map_err(Error::from)
     })?;
@@ -132,7 +241,59 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
     sync_method::<ProcessTerminate, _>(&mut module, |session, p| Ok(session.terminate(p)))?;
     sync_method::<ProcessList, _>(&mut module, |session, _p| Ok(session.list()))?;
 
+    register_fs(&mut module, config)?;
     Ok(module.into())
+}
+
+/// Registers the `fs/*` methods (SPEC section 12). They need a session like `process/*`
+/// but act on the server's file system with its own permissions; each call runs in a task
+/// of its own and its file I/O on the blocking pool, a bounded number at a time (per server).
+fn register_fs(module: &mut RpcModule<()>, config: &RpcConfig) -> Result<(), Error> {
+    let files = Files::new(FsConfig {
+        max_concurrent: DEFAULT_FS_CONCURRENCY,
+        max_message_bytes: config.max_message_bytes,
+    });
+    macro_rules! fs_method {
+        ($method:ty, $call:ident) => {{
+            let files = files.clone();
+            async_method::<$method, _, _>(module, move |_session, p| {
+                let files = files.clone();
+                async move { files.$call(p).await.map_err(Error::from) }
+            })?;
+        }};
+    }
+    // Like `process/read`: room in the outbound queue for the largest answer is reserved
+    // before the file is read, so reads whose answers the client does not take wait
+    // instead of each holding its data.
+    {
+        let files = files.clone();
+        module
+            .register_async_method(FsRead::NAME, move |params, _, ext| {
+                let files = files.clone();
+                async move {
+                    let p: FsReadParams = parse(params.as_str())?;
+                    let read = ext.get::<ReadExt>().cloned().ok_or_else(|| {
+                        Error::Internal("fs/read dispatched without its queue".into())
+                    })?;
+                    let most = p
+                        .max_bytes
+                        .unwrap_or(FS_READ_MAX_BYTES)
+                        .min(FS_READ_MAX_BYTES) as usize;
+                    if let Ok(room) = read.tx.reserve(most.div_ceil(3) * 4 + 512).await {
+                        *lock(&read.room) = Some(room);
+                    }
+                    files.read(p).await.map_err(Error::from)
+                }
+            })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    fs_method!(FsWrite, write);
+    fs_method!(FsStat, stat);
+    fs_method!(FsList, list);
+    fs_method!(FsMkdir, mkdir);
+    fs_method!(FsRemove, remove);
+    fs_method!(FsRename, rename);
+    Ok(())
 }
 
 /// The dispatch of one server: its method table, its sessions and its configuration.
@@ -182,7 +343,7 @@ impl Server {
     /// its [`Outbound`] queue yields.
     pub fn connect(self: &Arc<Self>) -> (Connection, Outbound) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.config.outbound_queue.max(1));
+        let (tx, rx) = OutTx::new(self.config.outbound_queue, self.config.outbound_queue_bytes);
         let shared = ConnectionShared::new(id, self.clone(), tx);
         (Connection::new(shared), Outbound::new(rx))
     }

@@ -1,10 +1,10 @@
 //! The sessions of one server: creation, takeover on resume, detach with a TTL, expiry and shutdown.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use exec_server_core::{EventSink, Session, SessionConfig};
+use exec_server_core::{EventSink, Session, SessionConfig, lock};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -48,7 +48,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// Creates a session owned by `conn_id` (events are pushed once [`Registry::attach`] is called). Must run inside the tokio runtime.

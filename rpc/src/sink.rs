@@ -8,7 +8,8 @@ use exec_server_protocol::{
     ProcessOutputNotification,
 };
 use serde::Serialize;
-use tokio::sync::mpsc;
+
+use crate::queue::OutTx;
 
 /// A flat notification: `{"jsonrpc":"2.0","method":…,"params":…}` (no subscription wrapping).
 #[derive(Serialize)]
@@ -69,11 +70,11 @@ pub(crate) fn notification_json(event: &Event) -> String {
 /// `send` waits for room in the queue, so a client that stops reading stops the
 /// reading of its processes' output instead of growing a buffer.
 pub(crate) struct QueueSink {
-    tx: mpsc::Sender<String>,
+    tx: OutTx,
 }
 
 impl QueueSink {
-    pub(crate) fn new(tx: mpsc::Sender<String>) -> Self {
+    pub(crate) fn new(tx: OutTx) -> Self {
         QueueSink { tx }
     }
 }
@@ -130,11 +131,12 @@ mod tests {
             seq: 2,
             exit_code: 137,
             signal: Some("SIGKILL".into()),
+            timed_out: false,
         });
         let v: serde_json::Value = serde_json::from_str(&notification_json(&exited)).unwrap();
         assert_eq!(
             v,
-            json!({"jsonrpc":"2.0","method":notification::PROCESS_EXITED,"params":{"processId":"p1","seq":2,"exitCode":137,"signal":"SIGKILL"}})
+            json!({"jsonrpc":"2.0","method":notification::PROCESS_EXITED,"params":{"processId":"p1","seq":2,"exitCode":137,"signal":"SIGKILL","timedOut":false}})
         );
         let closed = Event::Closed(ProcessClosedNotification {
             process_id: "p1".into(),

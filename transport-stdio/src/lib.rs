@@ -3,6 +3,7 @@
 mod error;
 mod lines;
 mod serve;
+mod stdin;
 
 pub use error::Error;
 pub use serve::{serve, serve_stdio};

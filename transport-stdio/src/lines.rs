@@ -104,4 +104,63 @@ mod tests {
         assert_eq!(reader.next_line().await.unwrap(), Some(Line::TooLong));
         assert_eq!(reader.next_line().await.unwrap(), None);
     }
+
+    /// Feeds its input in reads of the given sizes.
+    struct Chunked {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            let size = this
+                .sizes
+                .get(this.next % this.sizes.len().max(1))
+                .copied()
+                .unwrap_or(1)
+                .max(1);
+            this.next += 1;
+            let n = size.min(this.data.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.data[this.at..this.at + n]);
+            this.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    proptest::proptest! {
+        /// Random input read in random pieces gives exactly the lines of a plain split,
+        /// with the over-long ones reported and dropped.
+        #[test]
+        fn lines_match_a_plain_split(
+            data in proptest::collection::vec(proptest::prop_oneof![proptest::prelude::Just(b'\n'), proptest::prelude::any::<u8>()], 0..2000),
+            sizes in proptest::collection::vec(1usize..300, 1..10),
+            max in 1usize..64,
+        ) {
+            let mut expected = Vec::new();
+            let mut pieces: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+            if data.last() == Some(&b'\n') || data.is_empty() {
+                pieces.pop();
+            }
+            for piece in pieces {
+                expected.push(if piece.len() > max { Line::TooLong } else { Line::Message(piece.to_vec()) });
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got = rt.block_on(async {
+                let mut reader = LineReader::new(Chunked { data: data.clone(), at: 0, sizes, next: 0 }, max);
+                let mut got = Vec::new();
+                while let Some(line) = reader.next_line().await.unwrap() {
+                    got.push(line);
+                }
+                got
+            });
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
 }

@@ -1,33 +1,86 @@
 //! The stdio serving loop: one connection, a reader that dispatches line by line, a writer thread that drains the outbound queue.
+//!
+//! Ending is ordered so that no request that was read goes unanswered: stop reading
+//! (end of input or a termination signal), let the connection answer everything in
+//! flight (pending long polls return at once with what they have), shut the server down
+//! (every process terminated and reaped), then let the writer drain every response and
+//! last event before returning.
 
 use std::future::Future;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use exec_server_rpc::{Outbound, Server};
+use exec_server_rpc::{Connection, Outbound, Server};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::lines::{Line, LineReader};
+use crate::stdin::ThreadReader;
 
-/// How long the last notifications may take to drain after shutdown.
+/// While shutting down, output that makes no progress for this long is given up (the
+/// reader of our stdout is gone or stuck).
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How often the shutdown checks the writer's progress.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// What the writer thread is doing, for the shutdown to tell a slow reader from a gone one.
+struct WriterState {
+    start: Instant,
+    /// Milliseconds since `start` of the last message taken or write finished.
+    progress_ms: AtomicU64,
+    /// A write or flush is under way.
+    busy: AtomicBool,
+}
+
+impl WriterState {
+    fn new() -> Arc<Self> {
+        Arc::new(WriterState {
+            start: Instant::now(),
+            progress_ms: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+        })
+    }
+
+    fn progress(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.progress_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn since_progress(&self) -> Duration {
+        let at = Duration::from_millis(self.progress_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(at)
+    }
+
+    /// A write has been blocked for longer than the deadline.
+    fn stalled(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) && self.since_progress() > FLUSH_DEADLINE
+    }
+}
 
 /// Writes every queued message as one line, flushing whenever the queue runs empty,
 /// until every sender of the queue is gone or the output fails.
 ///
 /// It runs on a thread of its own with plain blocking writes: no runtime hop per
 /// write, and no line-buffering layer scanning every message for newlines.
-fn write_loop<W: Write>(mut outbound: Outbound, output: W) {
+fn write_loop<W: Write>(mut outbound: Outbound, output: W, state: &WriterState) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
     let write = |out: &mut std::io::BufWriter<W>, message: &str| {
-        out.write_all(message.as_bytes())?;
-        out.write_all(b"\n")
+        state.busy.store(true, Ordering::Relaxed);
+        let written = out
+            .write_all(message.as_bytes())
+            .and_then(|()| out.write_all(b"\n"));
+        state.busy.store(false, Ordering::Relaxed);
+        state.progress();
+        written
     };
     while let Some(first) = outbound.blocking_recv() {
+        state.progress();
         let mut next = Some(first);
         while let Some(message) = next {
             if let Err(e) = write(&mut out, &message) {
@@ -36,16 +89,34 @@ fn write_loop<W: Write>(mut outbound: Outbound, output: W) {
             }
             next = outbound.try_recv();
         }
-        if let Err(e) = out.flush() {
+        state.busy.store(true, Ordering::Relaxed);
+        let flushed = out.flush();
+        state.busy.store(false, Ordering::Relaxed);
+        state.progress();
+        if let Err(e) = flushed {
             tracing::warn!("cannot write to the output: {e}");
             return;
         }
     }
 }
 
+/// Resolves once the writer has been stuck in one write for [`FLUSH_DEADLINE`], after
+/// giving the connection's output up (so nothing waits on it any more).
+async fn give_up_when_stalled(state: &WriterState, connection: &Connection) {
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        if state.stalled() {
+            tracing::warn!("the output is not being read: giving up on it");
+            connection.abandon_output();
+            return;
+        }
+    }
+}
+
 /// Serves one JSON-RPC connection over `input` and `output` (one message per line)
-/// until `input` ends or `shutdown` resolves; then every process of the server is
-/// terminated and reaped, the last notifications written, and it returns.
+/// until `input` ends or `shutdown` resolves. Then every request read is answered,
+/// every process of the server is terminated and reaped, the last notifications are
+/// written, and it returns.
 pub async fn serve<R, W, S>(
     server: Arc<Server>,
     input: R,
@@ -58,20 +129,31 @@ where
     S: Future<Output = ()>,
 {
     let (connection, outbound) = server.connect();
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("stdio-writer".into())
-        .spawn(move || {
-            write_loop(outbound, output);
-            let _ = done_tx.send(());
-        })
-        .map_err(Error::Writer)?;
+    let (done_tx, mut done_rx) = oneshot::channel::<()>();
+    let state = WriterState::new();
+    {
+        let state = state.clone();
+        std::thread::Builder::new()
+            .name("stdio-writer".into())
+            .spawn(move || {
+                write_loop(outbound, output, &state);
+                let _ = done_tx.send(());
+            })
+            .map_err(Error::Writer)?;
+    }
     let mut lines = LineReader::new(input, server.config().max_message_bytes);
-    tokio::pin!(shutdown);
+    let stopping = CancellationToken::new();
 
+    // Reading stops at end of input or at the signal, never in the middle of handling a
+    // message: a message that was read is dispatched, so it will be answered.
     let read = async {
         loop {
-            match lines.next_line().await {
+            let line = tokio::select! {
+                biased;
+                () = stopping.cancelled() => return Ok(()),
+                line = lines.next_line() => line,
+            };
+            match line {
                 Ok(Some(Line::Message(line))) => {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
@@ -87,28 +169,52 @@ where
             }
         }
     };
+    let signalled = async {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stopping.cancel();
+        // Handling the message at hand may wait for the output; give it up if stuck.
+        give_up_when_stalled(&state, &connection).await;
+    };
     let result = tokio::select! {
         result = read => result,
-        () = &mut shutdown => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
+        () = signalled => Ok(()),
     };
 
-    // Terminate and reap every process. Their last events (exit, close) still reach
-    // the output: the writer runs until every sender of the queue is gone (the
-    // connection, and each process's push once its streams closed), within a deadline.
-    server.shutdown().await;
+    // Answer everything in flight, then terminate and reap every process. Their last
+    // events (exit, close) still reach the output.
+    {
+        let finishing = async {
+            connection.finish().await;
+            server.shutdown().await;
+        };
+        tokio::pin!(finishing);
+        tokio::select! {
+            () = &mut finishing => {}
+            () = give_up_when_stalled(&state, &connection) => finishing.await,
+        }
+    }
     drop(connection);
-    if tokio::time::timeout(FLUSH_DEADLINE, done_rx).await.is_err() {
-        tracing::warn!("the last notifications did not drain in time");
+
+    // The writer runs until every sender of the queue is gone (the connection, and each
+    // process's push once its streams closed), as long as it makes progress.
+    loop {
+        match tokio::time::timeout(CHECK_EVERY, &mut done_rx).await {
+            Ok(_) => break,
+            Err(_) if state.since_progress() > FLUSH_DEADLINE => {
+                tracing::warn!("the last notifications did not drain in time");
+                break;
+            }
+            Err(_) => {}
+        }
     }
     result
 }
 
 /// [`serve`] on the process's own stdin and stdout.
 ///
-/// Output goes to a duplicate of file descriptor 1, written directly (Rust's `Stdout`
+/// Input is read by a thread of its own (a pending read of stdin never delays the exit);
+/// output goes to a duplicate of file descriptor 1, written directly (Rust's `Stdout`
 /// would line-buffer it).
 pub async fn serve_stdio<S: Future<Output = ()>>(
     server: Arc<Server>,
@@ -118,11 +224,10 @@ pub async fn serve_stdio<S: Future<Output = ()>>(
         .as_fd()
         .try_clone_to_owned()
         .map_err(Error::Writer)?;
-    serve(
-        server,
-        tokio::io::stdin(),
-        std::fs::File::from(stdout),
-        shutdown,
-    )
-    .await
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(Error::Read)?;
+    let input = ThreadReader::spawn(std::fs::File::from(stdin)).map_err(Error::Read)?;
+    serve(server, input, std::fs::File::from(stdout), shutdown).await
 }

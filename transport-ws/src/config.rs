@@ -16,6 +16,9 @@ pub struct WsConfig {
     pub allowed_origins: Vec<String>,
     /// Maximum number of simultaneous WebSocket connections.
     pub max_connections: usize,
+    /// Maximum number of TCP connections not yet upgraded (reading request headers,
+    /// `/healthz`, refused requests); a connection past it is closed at once.
+    pub max_pending_connections: usize,
     /// Interval between pings to a connection.
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is dropped.
@@ -30,6 +33,7 @@ impl WsConfig {
             auth,
             allowed_origins: Vec::new(),
             max_connections: 256,
+            max_pending_connections: 64,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
         }

@@ -1,34 +1,65 @@
-//! One WebSocket connection: a reader loop that feeds the dispatch in receipt order, a writer task that drains the outbound queue and pings.
+//! One WebSocket connection: a reader loop that feeds the dispatch in receipt order, a writer task that drains the outbound queue, answers pings and pings.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use exec_server_rpc::Outbound;
 use futures::StreamExt;
-use futures::io::{BufReader, BufWriter};
+use futures::io::BufWriter;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use soketto::connection::Error as WsError;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+use tokio::io::{BufReader, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::frames::{FrameReader, Incoming};
 use crate::server::Shared;
 
-type Io = BufReader<BufWriter<Compat<TokioIo<Upgraded>>>>;
+type Io = WriteOnly<BufWriter<Compat<WriteHalf<TokioIo<Upgraded>>>>>;
 type Sender = soketto::Sender<Io>;
 
 /// How long closing a connection may wait for the close frame to be written.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Frames up to this size are read; a message over the limit is discarded without
-/// being buffered and answered with a -32001 error.
-const MAX_FRAME_BYTES: usize = 1 << 40;
+/// Pings of the peer waiting to be answered; more are dropped (a pong answers the
+/// latest ping anyway).
+const PENDING_PONGS: usize = 4;
 
-enum Received {
-    Data(Vec<u8>),
-    Pong,
-    TooLarge(usize),
+/// The write half of the socket as soketto's sender needs it (soketto wants a stream
+/// that reads too, but this connection's frames are read by [`FrameReader`]).
+struct WriteOnly<W>(W);
+
+impl<W: Unpin> futures::io::AsyncRead for WriteOnly<W> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(0))
+    }
+}
+
+impl<W: futures::io::AsyncWrite + Unpin> futures::io::AsyncWrite for WriteOnly<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
 }
 
 /// Milliseconds since `start` at which the peer was last heard from.
@@ -49,27 +80,35 @@ impl LastSeen {
     }
 }
 
-/// Serves one upgraded connection until the peer leaves, goes idle, is taken over, or
-/// the server stops.
+/// Serves one upgraded connection until the peer leaves, goes idle, stops taking what
+/// is written to it, is taken over, or the server stops.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     handshake: soketto::handshake::http::Server,
     upgraded: Upgraded,
 ) {
-    let io = BufReader::new(BufWriter::new(TokioIo::new(upgraded).compat()));
-    let mut builder = handshake.into_builder(io);
-    builder.set_max_message_size(shared.rpc.config().max_message_bytes);
-    builder.set_max_frame_size(MAX_FRAME_BYTES);
-    let (sender, receiver) = builder.finish();
+    let (read_half, write_half) = tokio::io::split(TokioIo::new(upgraded));
+    let io = WriteOnly(BufWriter::new(write_half.compat_write()));
+    // The receiver soketto builds is not used: frames are read by `FrameReader`.
+    let (sender, _) = handshake.into_builder(io).finish();
+    let reader: FrameReader<BufReader<ReadHalf<TokioIo<Upgraded>>>> = FrameReader::new(
+        BufReader::with_capacity(64 * 1024, read_half),
+        shared.rpc.config().max_message_bytes,
+    );
 
     let (connection, outbound) = shared.rpc.connect();
     let conn_id = connection.id();
     tracing::info!(conn = conn_id, "WebSocket connection opened");
     let done = CancellationToken::new();
+    let (pong_tx, pong_rx) = mpsc::channel(PENDING_PONGS);
     let writer = tokio::spawn(write_loop(
         sender,
         outbound,
-        shared.config.ping_interval,
+        pong_rx,
+        Timing {
+            ping_interval: shared.config.ping_interval,
+            stall_timeout: shared.config.idle_timeout,
+        },
         done.clone(),
     ));
 
@@ -77,18 +116,11 @@ pub(crate) async fn run(
         start: Instant::now(),
         millis: AtomicU64::new(0),
     };
-    // The stream keeps an interrupted receive in its state, so polling it in a
-    // `select!` never loses part of a frame.
-    let frames = futures::stream::unfold(receiver, |mut receiver| async move {
-        let mut data = Vec::new();
-        let item = match receiver.receive(&mut data).await {
-            Ok(soketto::Incoming::Data(_)) => Ok(Received::Data(data)),
-            Ok(soketto::Incoming::Pong(_)) => Ok(Received::Pong),
-            Ok(soketto::Incoming::Closed(_)) | Err(WsError::Closed) => return None,
-            Err(WsError::MessageTooLarge { current, .. }) => Ok(Received::TooLarge(current)),
-            Err(e) => Err(e),
-        };
-        Some((item, receiver))
+    // The stream keeps an interrupted read in its state, so polling it in a `select!`
+    // never loses part of a frame.
+    let frames = futures::stream::unfold(reader, |mut reader| async move {
+        let item = reader.next().await.transpose()?;
+        Some((item, reader))
     });
     tokio::pin!(frames);
     let check_every = shared.config.idle_timeout.min(shared.config.ping_interval) / 2;
@@ -108,27 +140,43 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        let received = match item {
+        let incoming = match item {
             None => break "closed by the peer",
             Some(Err(e)) => {
                 tracing::debug!(conn = conn_id, "WebSocket error: {e}");
                 break "WebSocket error";
             }
-            Some(Ok(received)) => received,
+            Some(Ok(incoming)) => incoming,
         };
         last_seen.touch();
+        let message = match incoming {
+            Incoming::Data(data) => Ok(data),
+            Incoming::TooLarge(size) => Err(size),
+            Incoming::Ping(payload) => {
+                // Best effort: a peer that floods pings gets some answered.
+                let _ = pong_tx.try_send(payload);
+                continue;
+            }
+            Incoming::Pong => continue,
+            Incoming::Close => break "closed by the peer",
+        };
+        // While a message is handled (which may wait for the outbound queue or for a
+        // free in-flight slot), the peer is not read, so its silence proves nothing: the
+        // writer watches for a peer that takes nothing instead, and `done` ends this.
         let handled = async {
-            match received {
-                Received::Data(data) => connection.handle(&data).await,
-                Received::TooLarge(size) => connection.reject_oversized(Some(size)).await,
-                Received::Pong => {}
+            match message {
+                Ok(data) => connection.handle(&data).await,
+                Err(size) => connection.reject_oversized(Some(size)).await,
             }
         };
         tokio::select! {
             () = handled => {}
             () = connection.close_requested() => break "taken over by another connection",
             () = shared.stop.cancelled() => break "server stopping",
+            () = done.cancelled() => break "the peer stopped taking messages",
         }
+        // Idle time counts from when the peer is read again.
+        last_seen.touch();
     };
     tracing::info!(conn = conn_id, reason, "WebSocket connection closing");
     done.cancel();
@@ -137,17 +185,44 @@ pub(crate) async fn run(
     drop(connection);
 }
 
-/// Writes queued messages as text frames (flushing when the queue runs empty) and pings
-/// every `ping_interval`, until `done`; then sends a close frame.
+/// The writer's clocks.
+struct Timing {
+    /// Interval between pings.
+    ping_interval: Duration,
+    /// A single write or flush that takes longer than this ends the connection: the peer
+    /// stopped taking what is sent to it.
+    stall_timeout: Duration,
+}
+
+/// Writes queued messages as text frames (flushing when the queue runs empty), answers
+/// pings and pings every `ping_interval`, until `done`; then sends a close frame.
 async fn write_loop(
     mut sender: Sender,
     mut outbound: Outbound,
-    ping_interval: Duration,
+    mut pongs: mpsc::Receiver<Vec<u8>>,
+    timing: Timing,
     done: CancellationToken,
 ) {
+    let ping_interval = timing.ping_interval;
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Every write is bounded by the stall timeout and stops with `done`.
+    macro_rules! bounded {
+        ($io:expr) => {
+            tokio::select! {
+                biased;
+                () = done.cancelled() => return Ok(()),
+                written = tokio::time::timeout(timing.stall_timeout, $io) => match written {
+                    Ok(result) => result?,
+                    Err(_) => return Err(WsError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the peer took nothing for the idle timeout",
+                    ))),
+                },
+            }
+        };
+    }
     let result: Result<(), WsError> = async {
         loop {
             tokio::select! {
@@ -156,34 +231,29 @@ async fn write_loop(
                 message = outbound.recv() => {
                     let Some(mut message) = message else { return Ok(()) };
                     loop {
-                        tokio::select! {
-                            biased;
-                            () = done.cancelled() => return Ok(()),
-                            sent = sender.send_text_owned(message) => sent?,
-                        }
+                        bounded!(sender.send_text_owned(message));
                         match outbound.try_recv() {
                             Some(next) => message = next,
                             None => break,
                         }
                     }
-                    tokio::select! {
-                        biased;
-                        () = done.cancelled() => return Ok(()),
-                        flushed = sender.flush() => flushed?,
+                    bounded!(sender.flush());
+                }
+                Some(payload) = pongs.recv() => {
+                    if let Ok(payload) = soketto::data::ByteSlice125::try_from(payload.as_slice()) {
+                        bounded!(async {
+                            sender.send_pong(payload).await?;
+                            sender.flush().await
+                        });
                     }
                 }
                 _ = ping.tick() => {
                     let empty: &[u8] = &[];
                     if let Ok(payload) = soketto::data::ByteSlice125::try_from(empty) {
-                        let ping = async {
+                        bounded!(async {
                             sender.send_ping(payload).await?;
                             sender.flush().await
-                        };
-                        tokio::select! {
-                            biased;
-                            () = done.cancelled() => return Ok(()),
-                            pinged = ping => pinged?,
-                        }
+                        });
                     }
                 }
             }

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod connection;
 mod error;
+mod frames;
 mod http;
 mod server;
 

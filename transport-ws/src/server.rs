@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Auth, Error, WsConfig};
 
-/// A client must send its request headers within this time.
+/// A client must send its request headers within this time, and a connection must be
+/// upgraded within it.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// State shared by the accept loop and every connection.
@@ -97,6 +98,7 @@ impl WsServer {
             listener, shared, ..
         } = self;
         tokio::pin!(shutdown);
+        let pending = Arc::new(Semaphore::new(shared.config.max_pending_connections.max(1)));
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -110,6 +112,17 @@ impl WsServer {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
+            };
+            // Until it is upgraded (or answered), a connection holds a pending slot: a
+            // flood of connections that never send a request cannot grow the server.
+            let Ok(slot) = pending.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    %peer,
+                    max = shared.config.max_pending_connections,
+                    "closed a connection: too many connections not yet upgraded"
+                );
+                drop(stream);
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
@@ -129,8 +142,15 @@ impl WsServer {
                             tracing::debug!(%peer, "HTTP connection error: {e}");
                         }
                     }
+                    // Kept alive between requests, a connection could hold its slot
+                    // without a header timeout: every connection gets this long in all
+                    // to be upgraded.
+                    () = tokio::time::sleep(HEADER_READ_TIMEOUT) => {
+                        tracing::debug!(%peer, "HTTP connection not upgraded in time");
+                    }
                     () = shared.stop.cancelled() => {}
                 }
+                drop(slot);
             });
         }
         tracing::info!("shutting down");

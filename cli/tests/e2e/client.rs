@@ -1,6 +1,7 @@
 //! A raw JSON-RPC test client over the binary's stdio or a WebSocket, with a deadline on every wait.
 
 use std::collections::VecDeque;
+use std::io;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,7 +20,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The longest any single wait in these tests may take.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_exec-server");
+/// The binary under test: this build's, or the one `EXEC_SERVER_E2E_BIN` names (to run
+/// the same tests against another build, e.g. to see a regression test fail on old code).
+pub fn bin() -> String {
+    std::env::var("EXEC_SERVER_E2E_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_exec-server").to_owned())
+}
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than [`DEADLINE`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -64,7 +70,7 @@ impl ServerProc {
 
     /// Starts `exec-server serve --listen stdio` with `extra` flags.
     pub async fn stdio(extra: &[&str]) -> anyhow::Result<ServerProc> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--listen", "stdio", "--log-level", "warn"])
             .args(extra)
             .stdin(Stdio::piped())
@@ -91,7 +97,7 @@ impl ServerProc {
 
     /// [`ServerProc::ws`] with extra environment variables.
     pub async fn ws_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "serve",
                 "--listen",
@@ -238,6 +244,37 @@ impl Client {
 
     pub async fn send(&mut self, value: &Value) -> anyhow::Result<()> {
         self.send_raw(&value.to_string()).await
+    }
+
+    /// Sends raw bytes as one message: a line over stdio (a `\n` is added), a text
+    /// frame over ws (the bytes need not be UTF-8).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        match &mut self.transport {
+            Transport::Stdio { stdin, .. } => {
+                let stdin = stdin.as_mut().context("stdin closed")?;
+                stdin.write_all(bytes).await?;
+                stdin.write_all(b"\n").await?;
+                stdin.flush().await?;
+            }
+            Transport::Ws(ws) => {
+                use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+                use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+                let frame = Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+                ws.send(Message::Frame(frame)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The notifications received while waiting for responses and not yet claimed.
+    #[allow(dead_code)] // Used by the load test binary.
+    pub fn take_notifications(&mut self) -> Vec<Value> {
+        self.notifications.drain(..).collect()
+    }
+
+    /// The responses received while waiting for others and not yet claimed.
+    pub fn take_stray(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.responses)
     }
 
     /// Closes stdin (stdio) or the socket (ws).
@@ -454,8 +491,19 @@ pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The pids whose parent is `ppid`.
+/// The processes `ppid` started for its clients: its children except its guardian.
 pub fn children_of(ppid: u32) -> Vec<u32> {
+    all_children_of(ppid)
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).nth(1) != Some(b"guardian".as_slice())
+        })
+        .collect()
+}
+
+/// The pids whose parent is `ppid`.
+pub fn all_children_of(ppid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -517,4 +565,146 @@ pub async fn http_get(addr: &str, path: &str, headers: &[&str]) -> anyhow::Resul
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Starts the binary like [`ServerProc::start`], running `setup` in the child before exec.
+pub async fn spawn_with(
+    kind: Kind,
+    extra: &[&str],
+    setup: impl Fn() -> io::Result<()> + Send + Sync + 'static,
+) -> anyhow::Result<ServerProc> {
+    let listen = match kind {
+        Kind::Stdio => "stdio",
+        Kind::Ws => "ws://127.0.0.1:0",
+    };
+    let mut command = Command::new(bin());
+    command
+        .args(["serve", "--listen", listen, "--log-level", "warn"])
+        .args(extra)
+        .env_remove("EXEC_SERVER_TOKEN")
+        .stdin(if kind == Kind::Stdio {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // SAFETY: `setup` only makes async-signal-safe system calls.
+    unsafe { command.pre_exec(setup) };
+    let mut child = command.spawn().context("spawn exec-server")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    match kind {
+        Kind::Stdio => {
+            let stdin = child.stdin.take().context("stdin")?;
+            Ok(ServerProc {
+                child,
+                url: None,
+                stdio: Some((stdin, stdout)),
+                stdout_rest: None,
+            })
+        }
+        Kind::Ws => {
+            let mut lines = BufReader::new(stdout).lines();
+            let url = within("the URL line", lines.next_line())
+                .await?
+                .context("the server printed no URL line")?;
+            let rest = tokio::spawn(async move {
+                let mut rest = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    rest.push(line);
+                }
+                rest
+            });
+            Ok(ServerProc {
+                child,
+                url: Some(url),
+                stdio: None,
+                stdout_rest: Some(rest),
+            })
+        }
+    }
+}
+
+pub fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The uid and gid of `nobody`, when the system has that account.
+pub fn nobody() -> Option<(libc::uid_t, libc::gid_t)> {
+    // SAFETY: getpwnam returns null or a pointer valid until the next getpw* call; the
+    // fields are copied out at once.
+    unsafe {
+        let pw = libc::getpwnam(c"nobody".as_ptr());
+        (!pw.is_null()).then(|| ((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A server of `kind` running as `nobody` (dropped in the child before exec); `None` when
+/// this test does not run as root or the system has no `nobody` account.
+pub async fn as_nobody(kind: Kind, extra: &[&str]) -> anyhow::Result<Option<ServerProc>> {
+    if !is_root() {
+        return Ok(None);
+    }
+    let Some((uid, gid)) = nobody() else {
+        return Ok(None);
+    };
+    let server = spawn_with(kind, extra, move || {
+        // SAFETY: plain system calls on integers, between fork and exec.
+        unsafe {
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Some(server))
+}
+
+/// Clock ticks of CPU `pid` has used (user + system).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0)
+}
+
+/// The largest VmRSS (KiB) of `pid` until it has used no CPU for a second (it has done
+/// all it will do for now), within the test deadline.
+pub async fn peak_rss_until_idle(pid: u32) -> u64 {
+    let mut peak = 0;
+    let mut ticks = cpu_ticks(pid);
+    let mut idle_samples = 0;
+    within("the server to go idle", async {
+        while idle_samples < 10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss_kib(pid));
+            let now = cpu_ticks(pid);
+            if now == ticks {
+                idle_samples += 1;
+            } else {
+                idle_samples = 0;
+                ticks = now;
+            }
+        }
+    })
+    .await;
+    peak.max(rss_kib(pid))
 }

@@ -3,9 +3,15 @@
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod client;
+mod faults;
+mod fs;
+mod regressions;
 mod run;
+mod sandbox;
 mod scenarios;
+mod shutdown_faults;
 mod stdio;
 mod tty;
 mod ws;

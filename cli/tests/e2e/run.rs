@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-use crate::client::{BIN, ServerProc, within};
+use crate::client::{ServerProc, bin, within};
 
 /// The result of one `exec-server run`.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ struct Ran {
 
 /// Runs `exec-server run ARGS` with `stdin` as its input and waits for it.
 async fn run(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Ran {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("run")
         .args(args)
         .env_remove("EXEC_SERVER_URL")
@@ -188,7 +188,7 @@ async fn spawn_needs_no_server() {
 #[tokio::test]
 async fn ctrl_c_without_a_tty_interrupts_the_remote_process() {
     let server = ServerProc::ws(&[]).await.unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["run", "--connect", server.url(), "--", "sh", "-c"])
         .arg("trap 'echo got INT; exit 5' INT; echo ready; while :; do sleep 0.05; done")
         .stdin(Stdio::null())
@@ -224,7 +224,7 @@ async fn ctrl_c_without_a_tty_interrupts_the_remote_process() {
 #[tokio::test]
 async fn a_closed_stdout_stops_the_command() {
     let server = ServerProc::ws(&[]).await.unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["run", "--connect", server.url(), "--", "yes"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -349,7 +349,7 @@ async fn a_dropped_connection_is_resumed_without_losing_or_repeating_output() {
         one.display(),
         two.display()
     );
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["run", "--connect", &url, "--", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

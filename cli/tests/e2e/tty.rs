@@ -6,7 +6,7 @@ use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::client::{BIN, DEADLINE};
+use crate::client::{DEADLINE, bin};
 
 /// A private tmux server (its own socket) with one session, killed on drop.
 struct Tmux {
@@ -159,8 +159,9 @@ fn an_interactive_shell_follows_the_window_and_leaves_the_terminal_sane() {
     tmux.wait_for("the local prompt", |s| s.contains("local$ ").then_some(()));
     let (before, after) = (tmux.path("before"), tmux.path("after"));
     tmux.type_line(&format!(
-        "stty -g > {}; {BIN} run --spawn -t --env 'PS1=remote$ ' -- bash --norc --noprofile; echo \"status=$?\"; stty -g > {}",
+        "stty -g > {}; {} run --spawn -t --env 'PS1=remote$ ' -- bash --norc --noprofile; echo \"status=$?\"; stty -g > {}",
         before.display(),
+        bin(),
         after.display()
     ));
     tmux.wait_for("the remote prompt", |s| {

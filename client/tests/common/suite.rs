@@ -242,6 +242,25 @@ pub async fn signal_and_terminate(backend: Arc<dyn ExecBackend>) {
     assert!(!p.terminate(Duration::ZERO).await.unwrap());
 }
 
+/// A timeout ends the process as `terminate` would, and the exit says so.
+pub async fn a_timeout_ends_the_process(backend: Arc<dyn ExecBackend>) {
+    let p = backend
+        .start(StartOptions::new(["sleep", "100"]).timeout(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let out = within("the timeout", p.events().unwrap().collect()).await;
+    assert_eq!(
+        (out.exit_code, out.signal.as_deref(), out.timed_out),
+        (Some(143), Some("SIGTERM"), true)
+    );
+    let p = backend
+        .start(sh("exit 0").timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let out = within("a quick exit", p.events().unwrap().collect()).await;
+    assert_eq!((out.exit_code, out.timed_out), (Some(0), false));
+}
+
 /// `read` returns retained output from a cursor, long-polls, and reports the exit.
 pub async fn read_from_a_cursor(backend: Arc<dyn ExecBackend>) {
     let p = backend
@@ -514,6 +533,7 @@ macro_rules! backend_suite {
             stdin_is_forwarded_and_closed,
             tty_size_and_resize,
             signal_and_terminate,
+            a_timeout_ends_the_process,
             read_from_a_cursor,
             errors_carry_the_spec_code,
             slow_consumer_loses_nothing,

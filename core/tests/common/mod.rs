@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use exec_server_core::{Event, EventSink, Session, SinkClosed};
+use exec_server_core::{Event, EventSink, Session, SessionConfig, SinkClosed};
 use exec_server_protocol::*;
 use tokio::sync::mpsc;
 
@@ -28,6 +28,8 @@ pub fn params(id: &str, argv: &[&str]) -> ProcessStartParams {
         pipe_stdin: false,
         arg0: None,
         size: None,
+        timeout_ms: None,
+        user: None,
     }
 }
 
@@ -149,6 +151,7 @@ pub fn exited(id: &str, seq: u64, exit_code: i32, signal: Option<&str>) -> Event
         seq,
         exit_code,
         signal: signal.map(str::to_string),
+        timed_out: false,
     })
 }
 
@@ -223,4 +226,28 @@ pub fn thread_count() -> usize {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("Threads: line")
+}
+
+/// A session with the default limits.
+pub fn session() -> Arc<Session> {
+    Session::new(SessionConfig::default())
+}
+
+/// `process/write` of `bytes`; the status.
+pub fn write(s: &Session, id: &str, bytes: &str, write_id: Option<&str>) -> WriteStatus {
+    s.write(ProcessWriteParams {
+        process_id: id.into(),
+        chunk: bytes.into(),
+        write_id: write_id.map(str::to_string),
+    })
+    .unwrap()
+    .status
+}
+
+/// `process/closeStdin`; the status.
+pub fn close_stdin(s: &Session, id: &str) -> WriteStatus {
+    s.close_stdin(ProcessCloseStdinParams {
+        process_id: id.into(),
+    })
+    .status
 }

@@ -1,0 +1,664 @@
+//! The bad-input corpus, over both transports of the real binary: each message is answered as SPEC section 3 says (or not at all, for a notification), and a normal request works right after it.
+
+use exec_server_protocol::{ErrorCode, method, notification};
+use serde_json::{Value, json};
+
+use crate::client::{Client, Kind, ServerProc, b64};
+
+/// The message size limit of the servers under test.
+const MAX: usize = 65_536;
+
+/// What the server must do with a message.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// An error response with this code and this id.
+    Error(ErrorCode, Value),
+    /// A successful response with this id.
+    Result(Value),
+    /// Nothing (a notification).
+    Nothing,
+}
+
+struct Case {
+    name: String,
+    message: Vec<u8>,
+    expect: Expect,
+}
+
+fn case(name: &str, message: impl Into<Vec<u8>>, expect: Expect) -> Case {
+    Case {
+        name: name.to_owned(),
+        message: message.into(),
+        expect,
+    }
+}
+
+fn req(id: Value, method: &str, params: Value) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+        .to_string()
+        .into_bytes()
+}
+
+/// A `process/list` request with id `id`, padded with spaces to exactly `len` bytes.
+fn padded_list(id: u64, len: usize) -> Vec<u8> {
+    let head = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{}\",",
+        method::PROCESS_LIST
+    );
+    let tail = "\"params\":{}}";
+    let mut out = head.into_bytes();
+    out.resize(len - tail.len(), b' ');
+    out.extend_from_slice(tail.as_bytes());
+    assert_eq!(out.len(), len);
+    out
+}
+
+fn nested(open: &str, inner: &str, close: &str, depth: usize) -> String {
+    let mut s = open.repeat(depth);
+    s.push_str(inner);
+    s.push_str(&close.repeat(depth));
+    s
+}
+
+/// The corpus shared by both transports. Process `tty` is a live tty process.
+fn corpus() -> Vec<Case> {
+    use ErrorCode::*;
+    let null = Value::Null;
+    let long_id = "p".repeat(10 * 1024);
+    let mib = "x".repeat(1 << 20);
+    // A huge string that still fits in a message.
+    let big = "x".repeat(MAX - 200);
+    let start = |id: u64, params: Value| {
+        let mut p = json!({"processId": "new", "argv": ["true"], "cwd": "/tmp", "env": {}});
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), params.as_object()) {
+            for (k, v) in extra {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        req(json!(id), method::PROCESS_START, p)
+    };
+    vec![
+        // Not JSON.
+        case(
+            "invalid JSON",
+            "{this is not json",
+            Expect::Error(ParseError, null.clone()),
+        ),
+        case(
+            "truncated JSON",
+            r#"{"jsonrpc":"2.0","id":1,"#,
+            Expect::Error(ParseError, null.clone()),
+        ),
+        case(
+            "trailing garbage",
+            r#"{"jsonrpc":"2.0","id":1,"method":"x"} x"#,
+            Expect::Error(ParseError, null.clone()),
+        ),
+        case(
+            "invalid UTF-8",
+            [
+                &br#"{"jsonrpc":"2.0","id":2,"method":"process/list","params":{"x":""#[..],
+                b"\xff\xfe",
+                b"\"}}",
+            ]
+            .concat(),
+            Expect::Error(ParseError, null.clone()),
+        ),
+        case(
+            "invalid UTF-8 in the method",
+            [
+                &br#"{"jsonrpc":"2.0","id":2,"method":"process/"#[..],
+                b"\xc3\x28",
+                b"\"}",
+            ]
+            .concat(),
+            Expect::Error(ParseError, null.clone()),
+        ),
+        // Valid JSON, and an array: a batch.
+        case(
+            "array nested 10,000 deep",
+            nested("[", "", "]", 10_000),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "object nested 10,000 deep",
+            nested("{\"a\":", "1", "}", 10_000),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "params nested 10,000 deep",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":3,"method":"{}","params":{{"a":{}}}}}"#,
+                method::PROCESS_LIST,
+                nested("[", "", "]", 10_000)
+            ),
+            // An unknown params field, ignored (without recursion).
+            Expect::Result(json!(3)),
+        ),
+        // Valid JSON, not a request.
+        case("a number", "5", Expect::Error(InvalidRequest, null.clone())),
+        case(
+            "a string",
+            "\"process/list\"",
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case("null", "null", Expect::Error(InvalidRequest, null.clone())),
+        case(
+            "a batch",
+            req(json!(4), method::PROCESS_LIST, json!({}))
+                .iter()
+                .copied()
+                .fold(b"[".to_vec(), |mut v, b| {
+                    v.push(b);
+                    v
+                })
+                .into_iter()
+                .chain(*b"]")
+                .collect::<Vec<u8>>(),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "an empty batch",
+            "[]",
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "a response from the client",
+            r#"{"jsonrpc":"2.0","id":5,"result":{}}"#,
+            Expect::Error(InvalidRequest, json!(5)),
+        ),
+        case(
+            "an error from the client",
+            r#"{"jsonrpc":"2.0","id":6,"error":{"code":1,"message":"x"}}"#,
+            Expect::Error(InvalidRequest, json!(6)),
+        ),
+        case(
+            "no jsonrpc member",
+            format!(r#"{{"id":7,"method":"{}"}}"#, method::PROCESS_LIST),
+            Expect::Error(InvalidRequest, json!(7)),
+        ),
+        case(
+            "jsonrpc 1.0",
+            format!(
+                r#"{{"jsonrpc":"1.0","id":8,"method":"{}"}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Error(InvalidRequest, json!(8)),
+        ),
+        case(
+            "method not a string",
+            r#"{"jsonrpc":"2.0","id":9,"method":5}"#,
+            Expect::Error(InvalidRequest, json!(9)),
+        ),
+        case(
+            "id an object",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{{"a":1}},"method":"{}"}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "id a fraction",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1.5,"method":"{}"}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "id negative",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":-5,"method":"{}"}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "id of 2 KiB",
+            req(json!("i".repeat(2048)), method::PROCESS_LIST, json!({})),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        case(
+            "duplicate id",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":10,"id":11,"method":"{}"}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Error(InvalidRequest, null.clone()),
+        ),
+        // Requests with bad params.
+        case(
+            "unknown method of 64 KiB",
+            req(json!(12), &big, json!({})),
+            Expect::Error(MethodNotFound, json!(12)),
+        ),
+        case(
+            "params a string",
+            req(json!(13), method::PROCESS_LIST, json!("x")),
+            Expect::Error(InvalidParams, json!(13)),
+        ),
+        case(
+            "negative waitMs",
+            req(
+                json!(14),
+                method::PROCESS_READ,
+                json!({"processId": "tty", "waitMs": -1}),
+            ),
+            Expect::Error(InvalidParams, json!(14)),
+        ),
+        case(
+            "afterSeq beyond u64",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":15,"method":"{}","params":{{"processId":"tty","afterSeq":18446744073709551616}}}}"#,
+                method::PROCESS_READ
+            ),
+            Expect::Error(InvalidParams, json!(15)),
+        ),
+        case(
+            "afterSeq a fraction",
+            req(
+                json!(16),
+                method::PROCESS_READ,
+                json!({"processId": "tty", "afterSeq": 1.5}),
+            ),
+            Expect::Error(InvalidParams, json!(16)),
+        ),
+        case(
+            "a 64 KiB string as waitMs",
+            req(
+                json!(17),
+                method::PROCESS_READ,
+                json!({"processId": "tty", "waitMs": big}),
+            ),
+            Expect::Error(InvalidParams, json!(17)),
+        ),
+        case(
+            "resize to 0 rows",
+            req(
+                json!(18),
+                method::PROCESS_RESIZE,
+                json!({"processId": "tty", "rows": 0, "cols": 80}),
+            ),
+            Expect::Error(InvalidParams, json!(18)),
+        ),
+        case(
+            "resize to 70000 rows",
+            req(
+                json!(19),
+                method::PROCESS_RESIZE,
+                json!({"processId": "tty", "rows": 70000, "cols": 80}),
+            ),
+            Expect::Error(InvalidParams, json!(19)),
+        ),
+        case(
+            "start with 0 cols",
+            start(20, json!({"tty": true, "size": {"rows": 24, "cols": 0}})),
+            Expect::Error(InvalidParams, json!(20)),
+        ),
+        case(
+            "start with 70000 rows",
+            start(
+                21,
+                json!({"tty": true, "size": {"rows": 70000, "cols": 80}}),
+            ),
+            Expect::Error(InvalidParams, json!(21)),
+        ),
+        case(
+            "start with a 10 KiB processId",
+            start(22, json!({"processId": long_id})),
+            Expect::Error(InvalidParams, json!(22)),
+        ),
+        case(
+            "read with a 10 KiB processId",
+            req(
+                json!(23),
+                method::PROCESS_READ,
+                json!({"processId": long_id, "waitMs": 300000}),
+            ),
+            Expect::Error(InvalidParams, json!(23)),
+        ),
+        case(
+            "write with a 10 KiB processId",
+            req(
+                json!(24),
+                method::PROCESS_WRITE,
+                json!({"processId": long_id, "chunk": ""}),
+            ),
+            Expect::Error(InvalidParams, json!(24)),
+        ),
+        case(
+            "signal with a 10 KiB processId",
+            req(
+                json!(25),
+                method::PROCESS_SIGNAL,
+                json!({"processId": long_id, "signal": "SIGTERM"}),
+            ),
+            Expect::Error(InvalidParams, json!(25)),
+        ),
+        case(
+            "start with an empty processId",
+            start(26, json!({"processId": ""})),
+            Expect::Error(InvalidParams, json!(26)),
+        ),
+        case(
+            "NUL in argv",
+            start(27, json!({"argv": ["tr\u{0}ue"]})),
+            Expect::Error(InvalidParams, json!(27)),
+        ),
+        case(
+            "NUL in an env value",
+            start(28, json!({"env": {"A": "x\u{0}y"}})),
+            Expect::Error(InvalidParams, json!(28)),
+        ),
+        case(
+            "NUL in an env name",
+            start(29, json!({"env": {"A\u{0}B": "x"}})),
+            Expect::Error(InvalidParams, json!(29)),
+        ),
+        case(
+            "= in an env name",
+            start(30, json!({"env": {"A=B": "x"}})),
+            Expect::Error(InvalidParams, json!(30)),
+        ),
+        case(
+            "relative cwd",
+            start(31, json!({"cwd": "tmp"})),
+            Expect::Error(InvalidParams, json!(31)),
+        ),
+        case(
+            "bad base64",
+            req(
+                json!(32),
+                method::PROCESS_WRITE,
+                json!({"processId": "tty", "chunk": "***"}),
+            ),
+            Expect::Error(InvalidParams, json!(32)),
+        ),
+        case(
+            "unknown signal",
+            req(
+                json!(33),
+                method::PROCESS_SIGNAL,
+                json!({"processId": "tty", "signal": "SIGFOO"}),
+            ),
+            Expect::Error(InvalidParams, json!(33)),
+        ),
+        case(
+            "duplicate key in params",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":34,"method":"{}","params":{{"processId":"a","processId":"b","signal":"SIGTERM"}}}}"#,
+                method::PROCESS_SIGNAL
+            ),
+            Expect::Error(InvalidParams, json!(34)),
+        ),
+        case(
+            "a second initialize",
+            req(
+                json!(35),
+                method::INITIALIZE,
+                json!({"clientName": "again"}),
+            ),
+            Expect::Error(InvalidRequest, json!(35)),
+        ),
+        // Accepted as they are.
+        case(
+            "unknown params field",
+            req(json!(36), method::PROCESS_LIST, json!({"bogus": 1})),
+            Expect::Result(json!(36)),
+        ),
+        case(
+            "64 KiB unknown params field",
+            req(json!(37), method::PROCESS_LIST, json!({"pad": big})),
+            Expect::Result(json!(37)),
+        ),
+        case(
+            "unknown top-level member",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":38,"method":"{}","extra":[1,2]}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Result(json!(38)),
+        ),
+        case(
+            "a write of 0 bytes",
+            req(
+                json!(39),
+                method::PROCESS_WRITE,
+                json!({"processId": "tty", "chunk": ""}),
+            ),
+            Expect::Result(json!(39)),
+        ),
+        case(
+            "exactly the size limit",
+            padded_list(40, MAX),
+            Expect::Result(json!(40)),
+        ),
+        // Over the size limit.
+        case(
+            "one byte over the size limit",
+            padded_list(41, MAX + 1),
+            Expect::Error(LimitReached, null.clone()),
+        ),
+        case(
+            "1 MiB over the size limit",
+            req(json!(42), method::PROCESS_LIST, json!({"pad": mib})),
+            Expect::Error(LimitReached, null.clone()),
+        ),
+        // Notifications: no answer.
+        case(
+            "unknown notification",
+            r#"{"jsonrpc":"2.0","method":"e2e/unknown","params":{"a":1}}"#,
+            Expect::Nothing,
+        ),
+        case(
+            "initialized again, with params",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":[1,2,3]}}"#,
+                notification::INITIALIZED
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "notification of a real method",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{}}}}"#,
+                method::PROCESS_LIST
+            ),
+            Expect::Nothing,
+        ),
+    ]
+}
+
+/// Checks the answer to a message, then that a normal request works and nothing else
+/// was answered.
+async fn check(c: &mut Client, name: &str, expect: &Expect) {
+    match expect {
+        Expect::Error(code, id) => {
+            let r = c.response(id).await;
+            assert_eq!(r["error"]["code"], code.code(), "{name}: {r}");
+            let message = r["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.is_empty() && message.len() <= 1100,
+                "{name}: message of {} bytes",
+                message.len()
+            );
+            assert!(r.get("result").is_none(), "{name}: {r}");
+        }
+        Expect::Result(id) => {
+            let r = c.response(id).await;
+            assert!(
+                r.get("error").is_none() && r.get("result").is_some(),
+                "{name}: {r}"
+            );
+        }
+        Expect::Nothing => {}
+    }
+    let list = c.call(method::PROCESS_LIST, json!({})).await;
+    assert!(list["processes"].is_array(), "{name}: {list}");
+    let stray = c.take_stray();
+    assert!(stray.is_empty(), "{name}: unexpected answers {stray:?}");
+}
+
+async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
+    let max = MAX.to_string();
+    let mut server = ServerProc::start(kind, &["--max-message-bytes", &max]).await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    c.start("tty", &["cat"], json!({"tty": true})).await;
+    for case in corpus() {
+        eprintln!("case: {}", case.name);
+        c.send_bytes(&case.message).await?;
+        check(&mut c, &case.name, &case.expect).await;
+    }
+    // The tty process is untouched by all of it.
+    let r = c
+        .call(
+            method::PROCESS_WRITE,
+            json!({"processId": "tty", "chunk": b64(b"still here\n")}),
+        )
+        .await;
+    assert_eq!(r, json!({"status": "accepted"}));
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_over_stdio() -> anyhow::Result<()> {
+    run_corpus(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn bad_input_over_ws() -> anyhow::Result<()> {
+    run_corpus(Kind::Ws).await
+}
+
+/// Sends one message in frames of these parts (with their FIN bits).
+async fn fragments(c: &mut Client, parts: Vec<(Vec<u8>, bool)>, binary: bool) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let crate::client::Transport::Ws(ws) = &mut c.transport else {
+        unreachable!()
+    };
+    for (i, (part, fin)) in parts.into_iter().enumerate() {
+        let opcode = match (i, binary) {
+            (0, false) => OpCode::Data(Data::Text),
+            (0, true) => OpCode::Data(Data::Binary),
+            _ => OpCode::Data(Data::Continue),
+        };
+        ws.send(Message::Frame(Frame::message(part, opcode, fin)))
+            .await
+            .expect("send a frame");
+    }
+}
+
+async fn binary(c: &mut Client, bytes: Vec<u8>) {
+    use futures::SinkExt;
+    let crate::client::Transport::Ws(ws) = &mut c.transport else {
+        unreachable!()
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(bytes))
+        .await
+        .expect("send");
+}
+
+/// WebSocket framing: binary frames, fragments, over-limit fragments, control frames.
+#[tokio::test]
+async fn bad_frames_over_ws() -> anyhow::Result<()> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let max = MAX.to_string();
+    let server = ServerProc::ws(&["--max-message-bytes", &max]).await?;
+    let mut c = Client::ws(server.url()).await?;
+    c.handshake().await;
+    binary(&mut c, vec![0x00, 0xff, 0x13, 0x37]).await;
+    check(
+        &mut c,
+        "binary frame, not JSON",
+        &Expect::Error(ErrorCode::ParseError, Value::Null),
+    )
+    .await;
+    binary(&mut c, b"\x89PNG\r\n\x1a\n".to_vec()).await;
+    check(
+        &mut c,
+        "binary frame, a PNG header",
+        &Expect::Error(ErrorCode::ParseError, Value::Null),
+    )
+    .await;
+    binary(&mut c, req(json!(50), method::PROCESS_LIST, json!({}))).await;
+    check(
+        &mut c,
+        "binary frame holding a request",
+        &Expect::Result(json!(50)),
+    )
+    .await;
+    binary(&mut c, Vec::new()).await;
+    check(
+        &mut c,
+        "empty binary frame",
+        &Expect::Error(ErrorCode::ParseError, Value::Null),
+    )
+    .await;
+
+    let at_limit = padded_list(51, MAX);
+    let (a, b) = at_limit.split_at(MAX / 2);
+    fragments(&mut c, vec![(a.to_vec(), false), (b.to_vec(), true)], false).await;
+    check(
+        &mut c,
+        "fragmented, exactly at the limit",
+        &Expect::Result(json!(51)),
+    )
+    .await;
+    let over = padded_list(52, MAX + 1);
+    let (a, b) = over.split_at(10);
+    fragments(&mut c, vec![(a.to_vec(), false), (b.to_vec(), true)], false).await;
+    check(
+        &mut c,
+        "fragmented, one byte over",
+        &Expect::Error(ErrorCode::LimitReached, Value::Null),
+    )
+    .await;
+    let parts: Vec<(Vec<u8>, bool)> = (0..40).map(|i| (vec![b' '; 4096], i == 39)).collect();
+    fragments(&mut c, parts, true).await;
+    check(
+        &mut c,
+        "40 binary fragments over the limit",
+        &Expect::Error(ErrorCode::LimitReached, Value::Null),
+    )
+    .await;
+    let one = req(json!(53), method::PROCESS_LIST, json!({}));
+    let parts: Vec<(Vec<u8>, bool)> = one
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (vec![*b], i + 1 == one.len()))
+        .collect();
+    fragments(&mut c, parts, false).await;
+    check(
+        &mut c,
+        "a request in one-byte fragments",
+        &Expect::Result(json!(53)),
+    )
+    .await;
+    let single = padded_list(54, MAX + 1);
+    fragments(&mut c, vec![(single, true)], false).await;
+    check(
+        &mut c,
+        "single frame, one byte over",
+        &Expect::Error(ErrorCode::LimitReached, Value::Null),
+    )
+    .await;
+
+    // Control frames between data frames: a ping is answered, a pong ignored.
+    {
+        let crate::client::Transport::Ws(ws) = &mut c.transport else {
+            unreachable!()
+        };
+        ws.send(Message::Ping(b"hi".to_vec().into())).await?;
+        ws.send(Message::Pong(b"unsolicited".to_vec().into()))
+            .await?;
+    }
+    check(&mut c, "ping and pong", &Expect::Nothing).await;
+    Ok(())
+}
