@@ -25,8 +25,7 @@ async fn events_in_order(process: &dyn ExecProcess) -> Vec<ProcessEvent> {
         }
     })
     .await;
-    let mut expected = 1;
-    for event in &events {
+    for (expected, event) in (1u64..).zip(events.iter()) {
         let seq = match event {
             ProcessEvent::Output { seq, .. }
             | ProcessEvent::Exited { seq, .. }
@@ -34,7 +33,6 @@ async fn events_in_order(process: &dyn ExecProcess) -> Vec<ProcessEvent> {
             other => panic!("unexpected event {other:?}"),
         };
         assert_eq!(seq, expected, "events out of order: {events:?}");
-        expected += 1;
     }
     assert!(
         matches!(events.last(), Some(ProcessEvent::Closed { .. })),
@@ -364,7 +362,7 @@ pub async fn slow_consumer_loses_nothing(backend: Arc<dyn ExecBackend>) {
                 ProcessEvent::Output { chunk, .. } => {
                     bytes += chunk.len();
                     n += 1;
-                    if n % 4 == 0 {
+                    if n.is_multiple_of(4) {
                         // The consumer lags far behind the producer. (Not a round trip on
                         // the same connection: that would wait behind this full stream.)
                         tokio::time::sleep(Duration::from_millis(5)).await;
