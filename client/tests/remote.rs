@@ -577,3 +577,90 @@ async fn file_methods_round_trip() {
         .unwrap();
     assert!(!dir.exists());
 }
+
+/// Binary output frames (SPEC 11), from a scripted server that grants them: the client
+/// asks for them, decodes them, and orders them with the JSON events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_output_frames_are_decoded_when_granted() {
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    async fn recv_json(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ) -> Value {
+        loop {
+            if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let init = recv_json(&mut ws).await;
+        assert_eq!(init["method"], "initialize");
+        assert_eq!(
+            init["params"]["capabilities"]["binaryOutput"], true,
+            "asked for"
+        );
+        let result = json!({
+            "sessionId": "0123456789abcdef0123456789abcdef", "protocolVersion": 1,
+            "serverName": "scripted", "serverVersion": "0",
+            "capabilities": {"binaryOutput": true},
+        });
+        let reply = json!({"jsonrpc": "2.0", "id": init["id"], "result": result});
+        ws.send(Message::text(reply.to_string())).await.unwrap();
+        assert_eq!(recv_json(&mut ws).await["method"], "initialized");
+        let start = recv_json(&mut ws).await;
+        assert_eq!(start["method"], "process/start");
+        let id = start["params"]["processId"].as_str().unwrap().to_owned();
+        let reply =
+            json!({"jsonrpc": "2.0", "id": start["id"], "result": {"processId": id, "pid": 4242}});
+        ws.send(Message::text(reply.to_string())).await.unwrap();
+        for (seq, stream, bytes) in [
+            (
+                1,
+                exec_server_protocol::Stream::Stdout,
+                &b"raw \x00\xff bytes"[..],
+            ),
+            (2, exec_server_protocol::Stream::Stderr, &b"err"[..]),
+        ] {
+            let frame = exec_server_protocol::encode_output_frame(&id, seq, stream, bytes).unwrap();
+            ws.send(Message::Binary(frame.into())).await.unwrap();
+        }
+        for (method, params) in [
+            (
+                "process/exited",
+                json!({"processId": id, "seq": 3, "exitCode": 0, "signal": null, "timedOut": false}),
+            ),
+            ("process/closed", json!({"processId": id, "seq": 4})),
+        ] {
+            let note = json!({"jsonrpc": "2.0", "method": method, "params": params});
+            ws.send(Message::text(note.to_string())).await.unwrap();
+        }
+        // Keep the connection open until the client closes it.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    let client = Client::connect(&format!("ws://{addr}/"), ConnectOptions::default())
+        .await
+        .unwrap();
+    assert!(client.binary_output(), "granted");
+    let backend = RemoteBackend::new(client.clone());
+    let p = backend
+        .start(StartOptions::new(["anything"]))
+        .await
+        .unwrap();
+    assert_eq!(p.pid(), 4242);
+    let out = within("the scripted events", p.events().unwrap().collect()).await;
+    assert_eq!(out.stdout, b"raw \x00\xff bytes");
+    assert_eq!(out.stderr, b"err");
+    assert_eq!(
+        (out.exit_code, out.closed, out.truncated),
+        (Some(0), true, false)
+    );
+    client.close().await;
+    within("the scripted server", server).await.unwrap();
+}
