@@ -104,7 +104,11 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 async fn connect(args: &RunArgs) -> anyhow::Result<Client> {
-    let options = ConnectOptions::default().client_name("exec-server run");
+    // Output is consumed by a task that never awaits a call on the connection, so a full
+    // stream is pure backpressure: a slow local stdout never costs output.
+    let options = ConnectOptions::default()
+        .client_name("exec-server run")
+        .unblock_stalled_calls(false);
     if args.spawn {
         let exe = std::env::current_exe().context("cannot find this program to --spawn it")?;
         return Client::spawn(

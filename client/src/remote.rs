@@ -46,6 +46,14 @@ pub struct ConnectOptions {
     pub reconnect: Option<ReconnectPolicy>,
     /// Largest message accepted from the server, in bytes (default 64 MiB).
     pub max_message_bytes: usize,
+    /// When a call's answer is held up behind a full event stream for longer than the
+    /// call should take, let that stream's queue grow (to 32 MiB; past that its events are
+    /// read back from the server's retention, a loss reported as `Truncated`) instead of
+    /// waiting. This keeps a consumer that awaits a call while its own stream is full from
+    /// deadlocking, at the cost of backpressure for that stream. Default `true`; turn it
+    /// off when no stream's consumer ever awaits a call (then a full stream is pure
+    /// backpressure, whatever else is in flight).
+    pub unblock_stalled_calls: bool,
 }
 
 impl Default for ConnectOptions {
@@ -56,6 +64,7 @@ impl Default for ConnectOptions {
             bearer_token: None,
             reconnect: None,
             max_message_bytes: 64 * 1024 * 1024,
+            unblock_stalled_calls: true,
         }
     }
 }
@@ -76,6 +85,12 @@ impl ConnectOptions {
     /// Authenticates with `Authorization: Bearer TOKEN`.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// See [`ConnectOptions::unblock_stalled_calls`].
+    pub fn unblock_stalled_calls(mut self, on: bool) -> Self {
+        self.unblock_stalled_calls = on;
         self
     }
 
@@ -523,7 +538,8 @@ impl Core {
             tracing::trace!(process_id, "event of a process nobody listens to");
             return;
         };
-        let stalled = || link.call_overdue();
+        let unblock = self.options.unblock_stalled_calls;
+        let stalled = || unblock && link.call_overdue();
         route.push(event, &stalled).await;
         if route.finished() {
             let mut routes = self.routes();

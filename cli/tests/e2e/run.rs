@@ -391,3 +391,50 @@ async fn a_dropped_connection_is_resumed_without_losing_or_repeating_output() {
     );
     assert_eq!(proxy.connections(), 1, "run connected again, once");
 }
+
+/// A local reader that stalls while stdin keeps coming loses nothing: `run`'s output is
+/// pure backpressure (48 MiB through `cat`, far more than the client's queue and the
+/// server's retention together).
+#[tokio::test]
+async fn a_stalled_stdout_loses_nothing_while_stdin_flows() {
+    let server = ServerProc::ws(&[]).await.unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--connect", server.url(), "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut x: u32 = 1;
+    let input: Vec<u8> = (0..48 * 1024 * 1024)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            stdin.write_all(&input).await.unwrap();
+            drop(stdin);
+        })
+    };
+    // The reader stalls (a paused pager) while the writer keeps going.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut output = Vec::new();
+    within("the output", stdout.read_to_end(&mut output))
+        .await
+        .unwrap();
+    within("the input", feed).await.unwrap();
+    let status = within("run to exit", child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        output == input,
+        "output differs: {} bytes of {}",
+        output.len(),
+        input.len()
+    );
+}
