@@ -1,4 +1,9 @@
-//! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket.
+//! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket, or
+//! run one command through a server (`exec-server run`).
+
+mod fdio;
+mod run;
+mod tty;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -23,6 +28,10 @@ enum Command {
     /// Serve the protocol until stdin ends (stdio) or SIGTERM/SIGINT; every child is
     /// terminated and reaped before exiting 0.
     Serve(Box<ServeArgs>),
+    /// Run one command through a server, like `ssh host cmd`: local stdin, stdout and
+    /// stderr forwarded, the exit status propagated (128+n for signal n), Ctrl-C and
+    /// window sizes passed on, and a dropped WebSocket resumed without losing output.
+    Run(Box<run::RunArgs>),
     /// The server's guardian (started by `serve` itself): kills every process group the
     /// server started if the server dies without cleaning up.
     #[command(hide = true)]
@@ -301,6 +310,7 @@ fn main() {
                     result
                 })
         }),
+        Command::Run(args) => std::process::exit(run::main(*args)),
     };
     match result {
         Ok(()) => std::process::exit(0),

@@ -121,19 +121,24 @@ pub(crate) fn resolve(user: &str) -> Result<Account, Error> {
     Ok(account)
 }
 
-/// In the forked child (async-signal-safe calls only): take on the account's groups, gid
-/// and uid, in that order (setuid last: it gives up the right to the others). A child of a
-/// server that already runs as this user skips it.
+/// In the child (raw system calls only: glibc's wrappers would try to change the
+/// credentials of every thread of the server, whose memory a `CLONE_VM` child shares):
+/// take on the account's groups, gid and uid, in that order (setuid last: it gives up the
+/// right to the others). A child of a server that already runs as this user skips it.
 pub(crate) fn become_in_child(account: &Account) -> io::Result<()> {
-    // SAFETY: getuid/setgroups/setgid/setuid are async-signal-safe system calls; the group
-    // list was allocated before the fork and is only read here.
+    // SAFETY: raw system calls on integers and on the group list allocated before the
+    // clone, which is only read here.
     unsafe {
-        if libc::geteuid() != 0 {
+        if libc::syscall(libc::SYS_geteuid) != 0 {
             return Ok(());
         }
-        if libc::setgroups(account.groups.len(), account.groups.as_ptr()) != 0
-            || libc::setgid(account.gid) != 0
-            || libc::setuid(account.uid) != 0
+        if libc::syscall(
+            libc::SYS_setgroups,
+            account.groups.len(),
+            account.groups.as_ptr(),
+        ) != 0
+            || libc::syscall(libc::SYS_setgid, account.gid) != 0
+            || libc::syscall(libc::SYS_setuid, account.uid) != 0
         {
             return Err(io::Error::last_os_error());
         }

@@ -1,14 +1,14 @@
 //! Validating `process/start` params and spawning the child, with pipes or under a new pty.
 
+mod child;
+
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use exec_server_protocol::{MAX_PROCESS_ID_BYTES, ProcessStartParams, Stream, TerminalSize};
@@ -186,19 +186,104 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
             .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
         lookup_program(argv0, &path_var, &cwd).map_err(|e| spawn_failed(argv0, e))?
     };
-
-    let mut cmd = Command::new(&program);
-    cmd.arg0(p.arg0.as_deref().unwrap_or(argv0))
-        .args(&p.argv[1..])
-        .env_clear()
-        .envs(&env)
-        .current_dir(&cwd);
-
-    if p.tty {
-        spawn_tty(cmd, p.size.unwrap_or_default(), argv0, account)
-    } else {
-        spawn_pipes(cmd, p.pipe_stdin, argv0, account)
+    // Validated: no NUL byte anywhere.
+    let cstr = |bytes: Vec<u8>| {
+        CString::new(bytes)
+            .map_err(|_| Error::InvalidParams("a NUL byte in argv, env or cwd".into()))
+    };
+    let program = cstr(program.into_os_string().into_vec())?;
+    let mut argv = vec![cstr(
+        p.arg0.as_deref().unwrap_or(argv0).as_bytes().to_vec(),
+    )?];
+    for arg in &p.argv[1..] {
+        argv.push(cstr(arg.as_bytes().to_vec())?);
     }
+    let mut envp = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let mut entry = k.into_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(v.as_bytes());
+        envp.push(cstr(entry)?);
+    }
+    let image = Image {
+        program,
+        argv,
+        envp,
+        cwd: cstr(cwd.into_os_string().into_vec())?,
+        account,
+        argv0,
+    };
+    if p.tty {
+        spawn_tty(&image, p.size.unwrap_or_default())
+    } else {
+        spawn_pipes(&image, p.pipe_stdin)
+    }
+}
+
+/// What the child execs, as C strings built before the clone.
+struct Image<'a> {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    account: Option<Account>,
+    argv0: &'a str,
+}
+
+impl Image<'_> {
+    /// Starts it with `stdio` as its 0, 1 and 2; the pid, registered as owned (the orphan
+    /// reaper leaves it alone) before it can be reaped by anyone else.
+    fn start(&self, stdio: [RawFd; 3], group: child::Group) -> Result<i32, Error> {
+        let argv = child::pointers(&self.argv);
+        let envp = child::pointers(&self.envp);
+        let spec = child::ChildSpec {
+            program: &self.program,
+            argv: &argv,
+            envp: &envp,
+            cwd: &self.cwd,
+            stdio,
+            group,
+            account: self.account.as_ref(),
+        };
+        let gate = reaper::spawn_gate();
+        let pid = child::spawn(&spec).map_err(|e| spawn_failed(self.argv0, e))?;
+        reaper::own(pid);
+        drop(gate);
+        Ok(pid)
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe() -> Result<(OwnedFd, OwnedFd), Error> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(Error::Internal(format!(
+            "pipe: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// `fd`, moved to a number from 3 up when it is 0, 1 or 2 (a server started with one of
+/// those closed), so placing the child's stdio can never overwrite another of its ends.
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Error> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own, or -1.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(Error::Internal(format!(
+            "fcntl: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: dup is a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
 /// Registers a non-blocking fd with tokio's reactor.
@@ -227,11 +312,8 @@ struct Unowned {
 }
 
 impl Unowned {
-    fn new(child: &std::process::Child) -> Self {
-        Unowned {
-            pid: child.id() as i32,
-            armed: true,
-        }
+    fn new(pid: i32) -> Self {
+        Unowned { pid, armed: true }
     }
 
     fn disarm(mut self) -> u32 {
@@ -252,60 +334,38 @@ impl Drop for Unowned {
     }
 }
 
-/// The pre-exec steps every child takes, in a forked child (async-signal-safe only):
-/// announce itself to the guardian (SIGPIPE ignored around it, should the guardian be
-/// gone), then default signal dispositions and no stray descriptors.
-fn prepare_child() {
-    // SAFETY: signal() with SIG_IGN is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    guardian::announce_in_child();
-    sys::reset_signals_in_child();
-    sys::cloexec_from_3_in_child();
-}
-
-fn spawn_pipes(
-    mut cmd: Command,
-    pipe_stdin: bool,
-    argv0: &str,
-    account: Option<Account>,
-) -> Result<Spawned, Error> {
-    cmd.stdin(if pipe_stdin {
-        Stdio::piped()
+fn spawn_pipes(image: &Image<'_>, pipe_stdin: bool) -> Result<Spawned, Error> {
+    let internal = |e: io::Error| Error::Internal(format!("child stdio: {e}"));
+    let (stdin_child, stdin_ours) = if pipe_stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
     } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .process_group(0);
-    // SAFETY: the closure only calls async-signal-safe functions (see `prepare_child` and
-    // `account::become_in_child`).
-    unsafe {
-        cmd.pre_exec(move || {
-            prepare_child();
-            if let Some(account) = &account {
-                account::become_in_child(account)?;
-            }
-            Ok(())
-        });
-    }
-    let gate = reaper::spawn_gate();
-    let mut child = cmd.spawn().map_err(|e| spawn_failed(argv0, e))?;
-    reaper::own(child.id() as i32);
-    drop(gate);
-    drop(cmd);
-    let unowned = Unowned::new(&child);
-    let pidfd = open_pidfd(unowned.pid)?;
-    let mut outputs = Vec::with_capacity(2);
-    if let Some(out) = child.stdout.take() {
-        outputs.push((Stream::Stdout, register(OwnedFd::from(out))?));
-    }
-    if let Some(err) = child.stderr.take() {
-        outputs.push((Stream::Stderr, register(OwnedFd::from(err))?));
-    }
-    let stdin = match child.stdin.take() {
-        Some(s) => Some(register(OwnedFd::from(s))?),
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .open("/dev/null")
+            .map_err(internal)?;
+        (above_stdio(OwnedFd::from(null))?, None)
+    };
+    let (stdout_ours, stdout_child) = pipe()?;
+    let (stderr_ours, stderr_child) = pipe()?;
+    let pid = image.start(
+        [
+            stdin_child.as_raw_fd(),
+            stdout_child.as_raw_fd(),
+            stderr_child.as_raw_fd(),
+        ],
+        child::Group::NewGroup,
+    )?;
+    // The child's ends are its own now: ours must go, or EOF never comes.
+    drop((stdin_child, stdout_child, stderr_child));
+    let unowned = Unowned::new(pid);
+    let pidfd = open_pidfd(pid)?;
+    let outputs = vec![
+        (Stream::Stdout, register(stdout_ours)?),
+        (Stream::Stderr, register(stderr_ours)?),
+    ];
+    let stdin = match stdin_ours {
+        Some(fd) => Some(register(fd)?),
         None => None,
     };
     Ok(Spawned {
@@ -317,12 +377,7 @@ fn spawn_pipes(
     })
 }
 
-fn spawn_tty(
-    mut cmd: Command,
-    size: TerminalSize,
-    argv0: &str,
-    account: Option<Account>,
-) -> Result<Spawned, Error> {
+fn spawn_tty(image: &Image<'_>, size: TerminalSize) -> Result<Spawned, Error> {
     let pty_err = |e: &dyn std::fmt::Display| Error::SpawnFailed(format!("opening a pty: {e}"));
     let pair = portable_pty::native_pty_system()
         .openpty(PtySize {
@@ -347,18 +402,12 @@ fn spawn_tty(
         .open(&slave_path)
         .map_err(|e| pty_err(&e))?
         .into();
+    let slave = above_stdio(slave)?;
     drop(pair.slave);
-    if let Some(account) = &account {
+    if let Some(account) = &image.account {
         // The terminal belongs to the user the shell runs as, so it can use it.
         // SAFETY: fchown on a descriptor we own; -1 leaves the group as it is.
-        if unsafe {
-            libc::fchown(
-                std::os::fd::AsRawFd::as_raw_fd(&slave),
-                account.uid,
-                u32::MAX,
-            )
-        } != 0
-        {
+        if unsafe { libc::fchown(slave.as_raw_fd(), account.uid, u32::MAX) } != 0 {
             return Err(pty_err(&io::Error::last_os_error()));
         }
     }
@@ -369,41 +418,12 @@ fn spawn_tty(
     }
     // SAFETY: dup is a fresh fd owned by nobody else.
     let master_fd = unsafe { OwnedFd::from_raw_fd(dup) };
-
-    let dup_slave = |s: &OwnedFd| s.try_clone().map_err(|e| pty_err(&e));
-    cmd.stdin(Stdio::from(dup_slave(&slave)?))
-        .stdout(Stdio::from(dup_slave(&slave)?))
-        .stderr(Stdio::from(slave));
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (setsid, ioctl, and those of `prepare_child` and
-    // `account::become_in_child`).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            prepare_child();
-            #[allow(clippy::useless_conversion)]
-            if libc::ioctl(0, libc::TIOCSCTTY.into(), 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(account) = &account {
-                account::become_in_child(account)?;
-            }
-            Ok(())
-        });
-    }
-    let gate = reaper::spawn_gate();
-    let child = cmd.spawn().map_err(|e| spawn_failed(argv0, e));
-    if let Ok(child) = &child {
-        reaper::own(child.id() as i32);
-    }
-    drop(gate);
-    // The Command holds the parent's slave copies: drop them, or EOF never comes.
-    drop(cmd);
-    let child = child?;
-    let unowned = Unowned::new(&child);
-    let pidfd = open_pidfd(unowned.pid)?;
+    let fd = slave.as_raw_fd();
+    let pid = image.start([fd, fd, fd], child::Group::NewSessionWithTty)?;
+    // The parent's slave must go, or EOF never comes.
+    drop(slave);
+    let unowned = Unowned::new(pid);
+    let pidfd = open_pidfd(pid)?;
     let fd = register(master_fd)?;
     Ok(Spawned {
         pid: unowned.disarm(),
