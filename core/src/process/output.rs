@@ -308,15 +308,13 @@ pub(super) async fn read_stream(
             Ok(result) => result,
             Err(_would_block) => Err(std::io::ErrorKind::WouldBlock.into()),
         };
-        if let Ok(Some(bytes)) = &result {
-            if let Some(slot) = em.streams.get_mut(index) {
-                slot.flowing = bytes.len() >= FLOWING_BYTES;
-            }
-            if bytes.len() < CHUNK_BYTES {
-                // A short read drained the fd: no need for another read to learn that it
-                // would block. (tokio keeps the readiness if an event came in meanwhile.)
-                guard.clear_ready();
-            }
+        // Readiness is cleared only by a read that would block (`try_io`), never after a
+        // short read: a pipe writer that was blocked on a full pipe refills it without a
+        // new wake-up when the pipe was not empty, and that data would never be read.
+        if let Ok(Some(bytes)) = &result
+            && let Some(slot) = em.streams.get_mut(index)
+        {
+            slot.flowing = bytes.len() >= FLOWING_BYTES;
         }
         drop(guard);
         match outcome(result, stream) {
