@@ -5,10 +5,12 @@
 
 mod abuse;
 mod client;
+mod cp;
 mod faults;
 mod fs;
 mod regressions;
 mod run;
+mod run_limits;
 mod sandbox;
 mod scenarios;
 mod shutdown_faults;
