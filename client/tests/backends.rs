@@ -28,6 +28,8 @@ mod remote_ws {
         let client = Client::connect(&server.url, ConnectOptions::default())
             .await
             .expect("connect");
+        // The whole suite runs over binary output frames (SPEC section 11).
+        assert!(client.binary_output());
         (Arc::new(RemoteBackend::new(client)), server)
     }
 

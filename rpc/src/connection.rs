@@ -50,6 +50,8 @@ pub(crate) struct ConnectionShared {
     id: u64,
     server: Arc<Server>,
     tx: OutTx,
+    /// The transport can carry binary frames (WebSocket), so binary output may be granted.
+    binary_frames: bool,
     /// Cancelled when the server wants this connection closed (session takeover) and
     /// when the connection ends; in-flight long polls are then abandoned (nobody is
     /// left to answer).
@@ -61,18 +63,20 @@ pub(crate) struct ConnectionShared {
     in_flight: Arc<Semaphore>,
     max_in_flight: u32,
     state: Mutex<Handshake>,
-    /// Set by a successful `initialize`: the session to attach once the response is queued.
-    pending_attach: Mutex<Option<String>>,
+    /// Set by a successful `initialize`: the session to attach once the response is
+    /// queued, and whether its output goes out as binary frames.
+    pending_attach: Mutex<Option<(String, bool)>>,
 }
 
 impl ConnectionShared {
-    pub(crate) fn new(id: u64, server: Arc<Server>, tx: OutTx) -> Arc<Self> {
+    pub(crate) fn new(id: u64, server: Arc<Server>, tx: OutTx, binary_frames: bool) -> Arc<Self> {
         // acquire_many takes a u32; 2^20 requests in flight is far past any sane limit.
         let max_in_flight = server.config().max_in_flight.clamp(1, 1 << 20) as u32;
         Arc::new(ConnectionShared {
             id,
             server,
             tx,
+            binary_frames,
             close: CancellationToken::new(),
             drain: CancellationToken::new(),
             in_flight: Arc::new(Semaphore::new(max_in_flight as usize)),
@@ -91,11 +95,17 @@ impl ConnectionShared {
         &self,
         params: Result<InitializeParams, Error>,
     ) -> Result<InitializeResult, Error> {
+        // SPEC section 11: granted when asked for on a transport with binary frames; a
+        // resume decides it afresh, since it is a new connection's `initialize`.
+        let binary_output = self.binary_frames
+            && params
+                .as_ref()
+                .is_ok_and(|p| p.capabilities.is_some_and(|c| c.binary_output));
         let result = self.open_session(params);
         let mut state = self.state();
         match &result {
             Ok(attached) => {
-                *lock(&self.pending_attach) = Some(attached.session_id.clone());
+                *lock(&self.pending_attach) = Some((attached.session_id.clone(), binary_output));
                 *state = Handshake::Initialized(attached.clone());
             }
             Err(_) => *state = Handshake::New,
@@ -106,8 +116,7 @@ impl ConnectionShared {
             protocol_version: PROTOCOL_VERSION,
             server_name: SERVER_NAME.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            // Binary output (SPEC section 11) is not offered yet.
-            capabilities: ServerCapabilities::default(),
+            capabilities: ServerCapabilities { binary_output },
         })
     }
 
@@ -141,8 +150,8 @@ impl ConnectionShared {
     /// Attaches the session of a just-answered `initialize`, so pushes start after its response.
     fn attach_pending(&self) {
         let pending = lock(&self.pending_attach).take();
-        if let Some(session_id) = pending {
-            let sink = Arc::new(QueueSink::new(self.tx.clone()));
+        if let Some((session_id, binary_output)) = pending {
+            let sink = Arc::new(QueueSink::new(self.tx.clone(), binary_output));
             self.server.registry().attach(&session_id, self.id, sink);
         }
     }
@@ -202,8 +211,49 @@ impl ConnectionShared {
     }
 }
 
-/// The receiving end of a connection's outbound queue: each item is one complete JSON-RPC
-/// message (a response or a flat notification), without a trailing newline.
+/// One outbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A complete JSON-RPC message (a response or a flat notification), without a
+    /// trailing newline.
+    Text(String),
+    /// A binary output frame (SPEC section 11); only on a connection that was granted
+    /// `binaryOutput`, which only a transport with binary frames can be.
+    Binary(Vec<u8>),
+}
+
+impl Message {
+    /// Its length in bytes (what it holds of the connection's byte budget).
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(text) => text.len(),
+            Message::Binary(frame) => frame.len(),
+        }
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The text of a text message (tests).
+    #[cfg(test)]
+    pub(crate) fn into_text(self) -> String {
+        match self {
+            Message::Text(text) => text,
+            Message::Binary(_) => panic!("a binary message"),
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Message::Text(text)
+    }
+}
+
+/// The receiving end of a connection's outbound queue, in the order the messages must
+/// be written.
 ///
 /// Taking a message gives the bytes it held back to the connection's byte budget.
 #[derive(Debug)]
@@ -217,18 +267,18 @@ impl Outbound {
     }
 
     /// The next message; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<String> {
-        self.rx.recv().await.map(Queued::into_text)
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await.map(Queued::into_message)
     }
 
     /// The next message if one is queued already (for batching writes before a flush).
-    pub fn try_recv(&mut self) -> Option<String> {
-        self.rx.try_recv().ok().map(Queued::into_text)
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok().map(Queued::into_message)
     }
 
     /// [`Outbound::recv`] for a plain thread (it panics inside the async runtime).
-    pub fn blocking_recv(&mut self) -> Option<String> {
-        self.rx.blocking_recv().map(Queued::into_text)
+    pub fn blocking_recv(&mut self) -> Option<Message> {
+        self.rx.blocking_recv().map(Queued::into_message)
     }
 }
 

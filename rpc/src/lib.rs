@@ -2,7 +2,8 @@
 //!
 //! A transport owns the framing. For every inbound message it calls
 //! [`Connection::handle`] in the order the messages arrived, and it writes every
-//! string it receives from the connection's [`Outbound`] queue as one message.
+//! [`Message`] it receives from the connection's [`Outbound`] queue as one message
+//! (binary ones only on a transport that said it carries binary frames).
 //! Responses and flat notifications share that one bounded queue, which is what
 //! orders a `process/start` response before the process's first notification and
 //! what turns a slow reader into backpressure on the child's output.
@@ -28,7 +29,7 @@ pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE, DEFAULT_OUTBOUND_QUEUE_BYTES, RpcConfig,
     SERVER_NAME,
 };
-pub use connection::{Connection, Outbound};
+pub use connection::{Connection, Message, Outbound};
 pub use error::Error;
 pub use methods::Server;
 pub use random::random_hex;

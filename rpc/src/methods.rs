@@ -347,11 +347,13 @@ impl Server {
     }
 
     /// Opens a connection: the transport feeds it inbound messages and writes out what
-    /// its [`Outbound`] queue yields.
-    pub fn connect(self: &Arc<Self>) -> (Connection, Outbound) {
+    /// its [`Outbound`] queue yields. `binary_frames`: the transport can send binary
+    /// frames besides text (WebSocket), so a client that asks for binary output
+    /// (SPEC section 11) gets it; over stdio it is `false`.
+    pub fn connect(self: &Arc<Self>, binary_frames: bool) -> (Connection, Outbound) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = OutTx::new(self.config.outbound_queue, self.config.outbound_queue_bytes);
-        let shared = ConnectionShared::new(id, self.clone(), tx);
+        let shared = ConnectionShared::new(id, self.clone(), tx, binary_frames);
         (Connection::new(shared), Outbound::new(rx))
     }
 

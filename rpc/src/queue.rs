@@ -5,6 +5,8 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::Message;
+
 /// The connection is gone (or its output was abandoned): the message was not queued.
 #[derive(Debug)]
 pub(crate) struct Closed;
@@ -12,7 +14,7 @@ pub(crate) struct Closed;
 /// One queued message and the bytes of the budget it holds until the writer takes it.
 #[derive(Debug)]
 pub(crate) struct Queued {
-    text: String,
+    message: Message,
     _bytes: OwnedSemaphorePermit,
 }
 
@@ -60,10 +62,12 @@ impl OutTx {
         }
     }
 
-    /// Queues `text`, waiting for room in the byte budget and in the queue.
-    pub(crate) async fn send(&self, text: String) -> Result<(), Closed> {
-        let bytes = self.reserve(text.len()).await?;
-        self.send_reserved(text, bytes).await
+    /// Queues a message (text or a binary frame), waiting for room in the byte budget
+    /// and in the queue.
+    pub(crate) async fn send(&self, message: impl Into<Message>) -> Result<(), Closed> {
+        let message = message.into();
+        let bytes = self.reserve(message.len()).await?;
+        self.send_reserved(message, bytes).await
     }
 
     /// Queues `text` with room reserved before it was built. Room reserved in excess is
@@ -71,19 +75,20 @@ impl OutTx {
     /// amount taken anew (topping up could deadlock two tasks that each hold part).
     pub(crate) async fn send_reserved(
         &self,
-        text: String,
+        message: impl Into<Message>,
         mut bytes: OwnedSemaphorePermit,
     ) -> Result<(), Closed> {
-        let want = self.permits(text.len()) as usize;
+        let message = message.into();
+        let want = self.permits(message.len()) as usize;
         let have = bytes.num_permits();
         if have > want {
             drop(bytes.split(have - want));
         } else if have < want {
             drop(bytes);
-            bytes = self.reserve(text.len()).await?;
+            bytes = self.reserve(message.len()).await?;
         }
         let queued = Queued {
-            text,
+            message,
             _bytes: bytes,
         };
         tokio::select! {
@@ -100,8 +105,8 @@ impl OutTx {
 
 impl Queued {
     /// The message; the bytes it held go back to the budget.
-    pub(crate) fn into_text(self) -> String {
-        self.text
+    pub(crate) fn into_message(self) -> Message {
+        self.message
     }
 }
 
@@ -112,49 +117,55 @@ mod tests {
     #[tokio::test]
     async fn the_queue_holds_at_most_its_byte_budget() {
         let (tx, mut rx) = OutTx::new(100, 10);
-        tx.send("12345".into()).await.unwrap();
-        tx.send("12345".into()).await.unwrap();
+        tx.send(String::from("12345")).await.unwrap();
+        tx.send(String::from("12345")).await.unwrap();
         // The budget is used up: the next send waits until the writer takes one.
-        let blocked = tx.send("x".into());
+        let blocked = tx.send(String::from("x"));
         tokio::pin!(blocked);
         assert!(
             futures::poll!(blocked.as_mut()).is_pending(),
             "a send past the byte budget must wait"
         );
-        assert_eq!(rx.recv().await.unwrap().into_text(), "12345");
+        assert_eq!(rx.recv().await.unwrap().into_message().into_text(), "12345");
         blocked.await.unwrap();
         // A message larger than the whole budget waits for an empty queue, then passes.
         let big = tx.send("y".repeat(50));
         tokio::pin!(big);
         assert!(futures::poll!(big.as_mut()).is_pending());
-        assert_eq!(rx.recv().await.unwrap().into_text(), "12345");
+        assert_eq!(rx.recv().await.unwrap().into_message().into_text(), "12345");
         assert!(futures::poll!(big.as_mut()).is_pending());
-        assert_eq!(rx.recv().await.unwrap().into_text(), "x");
+        assert_eq!(rx.recv().await.unwrap().into_message().into_text(), "x");
         big.await.unwrap();
-        assert_eq!(rx.recv().await.unwrap().into_text().len(), 50);
+        assert_eq!(
+            rx.recv().await.unwrap().into_message().into_text().len(),
+            50
+        );
     }
 
     #[tokio::test]
     async fn reserved_room_is_adjusted_to_the_message() {
         let (tx, mut rx) = OutTx::new(100, 10);
         let room = tx.reserve(8).await.unwrap();
-        tx.send_reserved("abc".into(), room).await.unwrap();
+        tx.send_reserved(String::from("abc"), room).await.unwrap();
         // 3 bytes held: 7 are free.
         let room = tx.reserve(7).await.unwrap();
         // Too little reserved: given back and taken anew once the queue drains.
-        let send = tx.send_reserved("0123456789".into(), room);
+        let send = tx.send_reserved(String::from("0123456789"), room);
         tokio::pin!(send);
         assert!(futures::poll!(send.as_mut()).is_pending());
-        assert_eq!(rx.recv().await.unwrap().into_text(), "abc");
+        assert_eq!(rx.recv().await.unwrap().into_message().into_text(), "abc");
         send.await.unwrap();
-        assert_eq!(rx.recv().await.unwrap().into_text(), "0123456789");
+        assert_eq!(
+            rx.recv().await.unwrap().into_message().into_text(),
+            "0123456789"
+        );
     }
 
     #[tokio::test]
     async fn abandoning_fails_waiting_sends() {
         let (tx, _rx) = OutTx::new(1, 100);
-        tx.send("a".into()).await.unwrap();
-        let waiting = tx.send("b".into());
+        tx.send(String::from("a")).await.unwrap();
+        let waiting = tx.send(String::from("b"));
         tokio::pin!(waiting);
         assert!(futures::poll!(waiting.as_mut()).is_pending());
         tx.abandon();

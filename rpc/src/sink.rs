@@ -1,14 +1,13 @@
-//! The event sink core pushes into: each event becomes one flat JSON-RPC notification on the connection's outbound queue.
+//! The event sink core pushes into: each event becomes one flat JSON-RPC notification (or, when granted, a binary output frame) on the connection's outbound queue.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use exec_server_core::{Event, EventSink, SinkClosed};
 use exec_server_protocol::{
     Base64Bytes, Notification, ProcessClosed, ProcessExited, ProcessOutput,
-    ProcessOutputNotification,
+    ProcessOutputNotification, write_output_header,
 };
 use serde::Serialize;
 
+use crate::connection::Message;
 use crate::queue::OutTx;
 
 /// A flat notification: `{"jsonrpc":"2.0","method":…,"params":…}` (no subscription wrapping).
@@ -36,8 +35,9 @@ const MARKER_TAIL: &str = "++++\"}}";
 /// `process/output` without serde_json's escape scan over the base64 text (a large
 /// share of the server's CPU when streaming): the notification is serialized with a
 /// 3-byte marker chunk, and when the marker's base64 ends the text (the chunk is the
-/// last field) the real chunk is base64-encoded straight into its place. Otherwise it
-/// falls back to plain serialization.
+/// last field) the real chunk is base64-encoded straight into its place, with a SIMD
+/// encoder (standard alphabet, padded: the same text as the protocol's `Base64Bytes`).
+/// Otherwise it falls back to plain serialization.
 fn output_json(n: &ProcessOutputNotification) -> String {
     let marked = ProcessOutputNotification {
         process_id: n.process_id.clone(),
@@ -50,8 +50,9 @@ fn output_json(n: &ProcessOutputNotification) -> String {
         return flat::<ProcessOutput>(n);
     }
     text.truncate(text.len() - MARKER_TAIL.len());
-    text.reserve(n.chunk.len().div_ceil(3) * 4 + MARKER_TAIL.len());
-    STANDARD.encode_string(n.chunk.as_bytes(), &mut text);
+    let engine = &base64_simd::STANDARD;
+    text.reserve(engine.encoded_length(n.chunk.len()) + MARKER_TAIL.len());
+    engine.encode_append(n.chunk.as_bytes(), &mut text);
     text.push_str("\"}}");
     text
 }
@@ -65,25 +66,50 @@ pub(crate) fn notification_json(event: &Event) -> String {
     }
 }
 
+/// The binary frame of an output event (SPEC section 11), or `None` when the event
+/// has no binary form (not output, or a processId too long for the frame's length field).
+fn output_frame(event: &Event) -> Option<Vec<u8>> {
+    let Event::Output(n) = event else {
+        return None;
+    };
+    let mut frame = Vec::with_capacity(
+        exec_server_protocol::OUTPUT_FRAME_HEADER_BYTES + n.process_id.len() + n.chunk.len(),
+    );
+    write_output_header(&mut frame, &n.process_id, n.seq, n.stream).ok()?;
+    frame.extend_from_slice(n.chunk.as_bytes());
+    Some(frame)
+}
+
+/// The message that announces `event` on a connection with or without binary output.
+pub(crate) fn event_message(event: &Event, binary_output: bool) -> Message {
+    if binary_output && let Some(frame) = output_frame(event) {
+        return Message::Binary(frame);
+    }
+    Message::Text(notification_json(event))
+}
+
 /// Pushes a session's events into one connection's bounded outbound queue.
 ///
 /// `send` waits for room in the queue, so a client that stops reading stops the
-/// reading of its processes' output instead of growing a buffer.
+/// reading of its processes' output instead of growing a buffer. Output goes out as
+/// binary frames when the connection was granted `binaryOutput`; every other event
+/// stays JSON, in the same queue, so seq order holds across both kinds.
 pub(crate) struct QueueSink {
     tx: OutTx,
+    binary_output: bool,
 }
 
 impl QueueSink {
-    pub(crate) fn new(tx: OutTx) -> Self {
-        QueueSink { tx }
+    pub(crate) fn new(tx: OutTx, binary_output: bool) -> Self {
+        QueueSink { tx, binary_output }
     }
 }
 
 #[async_trait::async_trait]
 impl EventSink for QueueSink {
     async fn send(&self, event: Event) -> Result<(), SinkClosed> {
-        let text = notification_json(&event);
-        self.tx.send(text).await.map_err(|_| SinkClosed)
+        let message = event_message(&event, self.binary_output);
+        self.tx.send(message).await.map_err(|_| SinkClosed)
     }
 }
 
@@ -111,6 +137,41 @@ mod tests {
                 assert_eq!(output_json(&n), flat::<ProcessOutput>(&n));
             }
         }
+    }
+
+    #[test]
+    fn binary_output_frames_only_output() {
+        let out = Event::Output(ProcessOutputNotification {
+            process_id: "p1".into(),
+            seq: 7,
+            stream: Stream::Pty,
+            chunk: Base64Bytes::from(&[0u8, 255, 10][..]),
+        });
+        let Message::Binary(frame) = event_message(&out, true) else {
+            panic!("output is not binary");
+        };
+        let decoded = exec_server_protocol::decode_output_frame(&frame).unwrap();
+        assert_eq!(
+            decoded,
+            exec_server_protocol::OutputFrame {
+                process_id: "p1",
+                seq: 7,
+                stream: Stream::Pty,
+                chunk: &[0, 255, 10],
+            }
+        );
+        assert_eq!(
+            event_message(&out, false),
+            Message::Text(notification_json(&out))
+        );
+        let closed = Event::Closed(ProcessClosedNotification {
+            process_id: "p1".into(),
+            seq: 8,
+        });
+        assert_eq!(
+            event_message(&closed, true),
+            Message::Text(notification_json(&closed))
+        );
     }
 
     #[test]

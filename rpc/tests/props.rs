@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exec_server_protocol::{method, notification};
-use exec_server_rpc::{Connection, Outbound, RpcConfig, Server};
+use exec_server_rpc::{Connection, Message, Outbound, RpcConfig, Server};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -21,19 +21,29 @@ fn server() -> Arc<Server> {
     Server::new(RpcConfig::default()).unwrap()
 }
 
+/// The text of a message; these connections never carry binary frames.
+fn text(message: Message) -> String {
+    match message {
+        Message::Text(text) => text,
+        Message::Binary(_) => panic!("a binary frame on a connection without binary output"),
+    }
+}
+
 /// The answers queued within `wait` (the first waited for, the rest taken as queued).
 async fn answers(outbound: &mut Outbound, expected: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < expected {
         match tokio::time::timeout(Duration::from_secs(10), outbound.recv()).await {
-            Ok(Some(text)) => out.push(serde_json::from_str(&text).expect("the server sent JSON")),
+            Ok(Some(message)) => {
+                out.push(serde_json::from_str(&text(message)).expect("the server sent JSON"))
+            }
             _ => break,
         }
     }
     // Nothing more than expected may arrive.
     tokio::task::yield_now().await;
-    while let Some(text) = outbound.try_recv() {
-        out.push(serde_json::from_str(&text).expect("the server sent JSON"));
+    while let Some(message) = outbound.try_recv() {
+        out.push(serde_json::from_str(&text(message)).expect("the server sent JSON"));
     }
     out
 }
@@ -150,7 +160,7 @@ proptest! {
     fn random_bytes_are_answered(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         runtime().block_on(async {
             let server = server();
-            let (connection, mut outbound) = server.connect();
+            let (connection, mut outbound) = server.connect(false);
             connection.handle(&bytes).await;
             let expected = usize::from(!is_notification(&bytes));
             let got = answers(&mut outbound, expected).await;
@@ -169,7 +179,7 @@ proptest! {
     fn random_json_is_answered(value in json_value()) {
         runtime().block_on(async {
             let server = server();
-            let (connection, mut outbound) = server.connect();
+            let (connection, mut outbound) = server.connect(false);
             handshake(&connection, &mut outbound).await;
             let text = value.to_string();
             connection.handle(text.as_bytes()).await;
@@ -186,7 +196,7 @@ proptest! {
     fn random_requests_are_answered_with_their_id(m in message()) {
         runtime().block_on(async {
             let server = server();
-            let (connection, mut outbound) = server.connect();
+            let (connection, mut outbound) = server.connect(false);
             handshake(&connection, &mut outbound).await;
             let text = m.to_string();
             connection.handle(text.as_bytes()).await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use exec_server_rpc::{Connection, Outbound, Server};
+use exec_server_rpc::{Connection, Message, Outbound, Server};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -69,11 +69,17 @@ impl WriterState {
 /// It runs on a thread of its own with plain blocking writes: no runtime hop per
 /// write, and no line-buffering layer scanning every message for newlines.
 fn write_loop<W: Write>(mut outbound: Outbound, output: W, state: &WriterState) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, output);
-    let write = |out: &mut std::io::BufWriter<W>, message: &str| {
+    // Larger than one output message (~88 KiB): a message and its newline reach the
+    // output in one write, with further queued messages, never a 1-byte write of its own.
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, output);
+    let write = |out: &mut std::io::BufWriter<W>, message: &Message| {
+        let Message::Text(text) = message else {
+            // Never granted over stdio (the connection is opened without binary frames).
+            return Err(std::io::Error::other("a binary message on stdio"));
+        };
         state.busy.store(true, Ordering::Relaxed);
         let written = out
-            .write_all(message.as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|()| out.write_all(b"\n"));
         state.busy.store(false, Ordering::Relaxed);
         state.progress();
@@ -128,7 +134,8 @@ where
     W: Write + Send + 'static,
     S: Future<Output = ()>,
 {
-    let (connection, outbound) = server.connect();
+    // Lines carry text only: binary output is never granted over stdio.
+    let (connection, outbound) = server.connect(false);
     let (done_tx, mut done_rx) = oneshot::channel::<()>();
     let state = WriterState::new();
     {
@@ -211,6 +218,17 @@ where
     result
 }
 
+/// Asks for a 1 MiB pipe buffer when `fd` is a pipe (the most an unprivileged process
+/// gets by default): an output message (~88 KiB) then fits in the pipe, so the
+/// writer does not block, and wake the reader, in the middle of every message. Not a
+/// pipe, or refused: nothing changes.
+fn grow_pipe(fd: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int and fails
+    // harmlessly (EBADF, EINVAL, EPERM) on anything that is not a pipe or over the limit.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
 /// [`serve`] on the process's own stdin and stdout.
 ///
 /// Input is read by a thread of its own (a pending read of stdin never delays the exit);
@@ -229,5 +247,7 @@ pub async fn serve_stdio<S: Future<Output = ()>>(
         .try_clone_to_owned()
         .map_err(Error::Read)?;
     let input = ThreadReader::spawn(std::fs::File::from(stdin)).map_err(Error::Read)?;
-    serve(server, input, std::fs::File::from(stdout), shutdown).await
+    let stdout = std::fs::File::from(stdout);
+    grow_pipe(&stdout);
+    serve(server, input, stdout, shutdown).await
 }

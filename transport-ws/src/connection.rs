@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use exec_server_rpc::Outbound;
+use exec_server_rpc::{Message, Outbound};
 use futures::StreamExt;
 use futures::io::BufWriter;
 use hyper::upgrade::Upgraded;
@@ -22,6 +22,12 @@ use crate::server::Shared;
 
 type Io = WriteOnly<BufWriter<Compat<WriteHalf<TokioIo<Upgraded>>>>>;
 type Sender = soketto::Sender<Io>;
+
+/// The socket's write buffer: a frame's header and its payload (an output message is
+/// at most ~88 KiB) reach the socket in one write, and several queued messages share a
+/// write, instead of a separate tiny write (and TCP segment, and wake-up of the peer)
+/// for each frame header.
+const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// How long closing a connection may wait for the close frame to be written.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(2);
@@ -88,7 +94,10 @@ pub(crate) async fn run(
     upgraded: Upgraded,
 ) {
     let (read_half, write_half) = tokio::io::split(TokioIo::new(upgraded));
-    let io = WriteOnly(BufWriter::new(write_half.compat_write()));
+    let io = WriteOnly(BufWriter::with_capacity(
+        WRITE_BUFFER_BYTES,
+        write_half.compat_write(),
+    ));
     // The receiver soketto builds is not used: frames are read by `FrameReader`.
     let (sender, _) = handshake.into_builder(io).finish();
     let reader: FrameReader<BufReader<ReadHalf<TokioIo<Upgraded>>>> = FrameReader::new(
@@ -96,7 +105,8 @@ pub(crate) async fn run(
         shared.rpc.config().max_message_bytes,
     );
 
-    let (connection, outbound) = shared.rpc.connect();
+    // A WebSocket carries binary frames: binary output can be granted (SPEC section 11).
+    let (connection, outbound) = shared.rpc.connect(true);
     let conn_id = connection.id();
     tracing::info!(conn = conn_id, "WebSocket connection opened");
     let done = CancellationToken::new();
@@ -194,7 +204,8 @@ struct Timing {
     stall_timeout: Duration,
 }
 
-/// Writes queued messages as text frames (flushing when the queue runs empty), answers
+/// Writes queued messages as text or binary frames, in queue order (flushing when the
+/// queue runs empty), answers
 /// pings and pings every `ping_interval`, until `done`; then sends a close frame.
 async fn write_loop(
     mut sender: Sender,
@@ -231,7 +242,7 @@ async fn write_loop(
                 message = outbound.recv() => {
                     let Some(mut message) = message else { return Ok(()) };
                     loop {
-                        bounded!(sender.send_text_owned(message));
+                        bounded!(send(&mut sender, message));
                         match outbound.try_recv() {
                             Some(next) => message = next,
                             None => break,
@@ -266,4 +277,12 @@ async fn write_loop(
         return;
     }
     let _ = tokio::time::timeout(CLOSE_DEADLINE, sender.close()).await;
+}
+
+/// Sends one queued message as one frame of its kind.
+async fn send(sender: &mut Sender, message: Message) -> Result<(), WsError> {
+    match message {
+        Message::Text(text) => sender.send_text_owned(text).await,
+        Message::Binary(frame) => sender.send_binary_mut(frame).await,
+    }
 }

@@ -5,6 +5,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 const SCHEMA_JSON: &str = "schema/exec-server.schema.json";
 const SCHEMA_TS: &str = "schema/exec-server.d.ts";
 const FIX: &str = "cargo xtask schema";
@@ -15,7 +17,12 @@ commands:
   schema            regenerate schema/exec-server.schema.json and schema/exec-server.d.ts
   schema --check    fail if the committed schema files differ from a fresh generation
   ts-check          compile schema/check/*.ts against the generated types with tsc --strict
-  ci                run every step of .ci/run (fmt, clippy, tests, schema check, ts check)";
+  ci                run every step of .ci/run (fmt, clippy, tests, schema check, ts check)
+  bench             build the release binary, measure every figure of BENCHMARKS.md
+                    against its baseline, print the table, write target/bench/*.json
+  bench --quick     the same with small sizes and no targets judged (proves the bench works)
+  bench --only G    one group of figures: stream, echo, spawn, live or connections
+                    (BENCH_PERF_DIR=DIR records each server with `perf record -g` into DIR)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +33,26 @@ fn main() -> Result<()> {
         ["schema", "--check"] => schema(&root, true),
         ["ts-check"] => ts_check(&root),
         ["ci"] => ci(&root),
+        ["bench", rest @ ..] => {
+            let quick = rest.contains(&"--quick");
+            let only = rest
+                .iter()
+                .position(|a| *a == "--only")
+                .map(|i| {
+                    rest.get(i + 1)
+                        .copied()
+                        .context("--only needs a group name")
+                })
+                .transpose()?;
+            let known = rest.iter().enumerate().all(|(i, a)| {
+                *a == "--quick" || *a == "--only" || (i > 0 && rest[i - 1] == "--only")
+            });
+            if !known {
+                eprintln!("{USAGE}");
+                bail!("unknown bench arguments: {}", rest.join(" "));
+            }
+            bench::run(&root, quick, only)
+        }
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown command: {}", args.join(" "));

@@ -5,7 +5,7 @@ use std::io;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine as _;
 use exec_server_protocol::{ErrorCode, method, notification};
 use futures::{SinkExt, StreamExt};
@@ -315,9 +315,7 @@ impl Client {
                         };
                     }
                     Some(Ok(Message::Text(t))) => return Ok(Some(t.to_string())),
-                    Some(Ok(Message::Binary(b))) => {
-                        bail!("binary frame from server: {} bytes", b.len())
-                    }
+                    Some(Ok(Message::Binary(b))) => return binary_output_as_json(&b).map(Some),
                     Some(Ok(Message::Close(_))) => return Ok(None),
                     Some(Ok(_)) => continue,
                 }
@@ -451,6 +449,31 @@ impl Client {
         }
         self.call(method::PROCESS_START, params).await
     }
+}
+
+/// The member that marks a notification the server sent as a binary output frame
+/// (SPEC section 11); the e2e client turns each such frame into the JSON notification
+/// it stands for, plus this member set to `true`.
+pub const BINARY_FRAME: &str = "binaryFrame";
+
+/// A binary output frame as the `process/output` notification it stands for (chunk
+/// in base64), marked with [`BINARY_FRAME`]. A frame that does not decode fails.
+fn binary_output_as_json(frame: &[u8]) -> anyhow::Result<String> {
+    let out = exec_server_protocol::decode_output_frame(frame)
+        .map_err(|e| anyhow::anyhow!("an undecodable binary frame from the server: {e}"))?;
+    let params = exec_server_protocol::ProcessOutputNotification {
+        process_id: out.process_id.to_owned(),
+        seq: out.seq,
+        stream: out.stream,
+        chunk: out.chunk.into(),
+    };
+    let value = json!({
+        "jsonrpc": "2.0",
+        "method": notification::PROCESS_OUTPUT,
+        "params": params,
+        BINARY_FRAME: true,
+    });
+    Ok(value.to_string())
 }
 
 pub fn b64(bytes: &[u8]) -> String {

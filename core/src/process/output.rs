@@ -48,6 +48,8 @@ pub(super) struct Emitter {
 pub(super) struct StreamSlot {
     stream: Stream,
     fd: Option<SharedFd>,
+    /// The last read was large: output is flowing (see [`read_chunk`]).
+    flowing: bool,
 }
 
 impl StreamSlot {
@@ -55,9 +57,13 @@ impl StreamSlot {
         StreamSlot {
             stream,
             fd: Some(fd),
+            flowing: false,
         }
     }
 }
+
+/// A read at least this large means output is flowing.
+const FLOWING_BYTES: usize = 16 * 1024;
 
 impl Emitter {
     pub(super) fn new(streams: Vec<StreamSlot>, sink: SinkCache) -> Self {
@@ -78,20 +84,26 @@ enum ReadOutcome {
     WouldBlock,
 }
 
-/// One read of up to [`CHUNK_BYTES`]. When the fd says how much it holds (`FIONREAD`),
-/// the bytes are read straight into an allocation of that size, which retention and the
-/// push then share: no copy. Otherwise they go through the thread's scratch buffer.
-/// `Ok(None)` is end-of-file (EIO from a pty master whose slave closed counts as one).
-fn read_chunk(fd: &OwnedFd) -> std::io::Result<Option<Arc<[u8]>>> {
-    let result = read_chunk_inner(fd);
+/// One read of up to [`CHUNK_BYTES`]. While output is `flowing`, the fd is asked how much
+/// it holds (`FIONREAD`) and the bytes are read straight into an allocation of that size,
+/// which retention and the push then share: no copy of a large chunk. Otherwise (small,
+/// interactive output, where the extra system call costs more than copying a few bytes)
+/// they go through the thread's scratch buffer. `Ok(None)` is end-of-file (EIO from a pty
+/// master whose slave closed counts as one).
+fn read_chunk(fd: &OwnedFd, flowing: bool) -> std::io::Result<Option<Arc<[u8]>>> {
+    let result = read_chunk_inner(fd, flowing);
     match result {
         Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(None),
         other => other,
     }
 }
 
-fn read_chunk_inner(fd: &OwnedFd) -> std::io::Result<Option<Arc<[u8]>>> {
-    let avail = sys::readable_bytes(fd).unwrap_or(0).min(CHUNK_BYTES);
+fn read_chunk_inner(fd: &OwnedFd, flowing: bool) -> std::io::Result<Option<Arc<[u8]>>> {
+    let avail = if flowing {
+        sys::readable_bytes(fd).unwrap_or(0).min(CHUNK_BYTES)
+    } else {
+        0
+    };
     if avail > 0 {
         let mut buf: Arc<[MaybeUninit<u8>]> = Arc::new_uninit_slice(avail);
         if let Some(slice) = Arc::get_mut(&mut buf) {
@@ -188,7 +200,7 @@ impl Process {
                     break;
                 };
                 let stream = slot.stream;
-                match outcome(read_chunk(fd.get_ref()), stream) {
+                match outcome(read_chunk(fd.get_ref(), slot.flowing), stream) {
                     ReadOutcome::Data(bytes) => self.emit_output(em, stream, bytes).await,
                     ReadOutcome::Eof => {
                         self.stream_eof(em, index).await;
@@ -291,10 +303,21 @@ pub(super) async fn read_stream(
             return;
         }
         let stream = slot.stream;
-        let result = match guard.try_io(|inner| read_chunk(inner.get_ref())) {
+        let flowing = slot.flowing;
+        let result = match guard.try_io(|inner| read_chunk(inner.get_ref(), flowing)) {
             Ok(result) => result,
             Err(_would_block) => Err(std::io::ErrorKind::WouldBlock.into()),
         };
+        if let Ok(Some(bytes)) = &result {
+            if let Some(slot) = em.streams.get_mut(index) {
+                slot.flowing = bytes.len() >= FLOWING_BYTES;
+            }
+            if bytes.len() < CHUNK_BYTES {
+                // A short read drained the fd: no need for another read to learn that it
+                // would block. (tokio keeps the readiness if an event came in meanwhile.)
+                guard.clear_ready();
+            }
+        }
         drop(guard);
         match outcome(result, stream) {
             ReadOutcome::Data(bytes) => proc.emit_output(&mut em, stream, bytes).await,

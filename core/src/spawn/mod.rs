@@ -359,6 +359,8 @@ fn spawn_pipes(image: &Image<'_>, pipe_stdin: bool) -> Result<Spawned, Error> {
     // The child's ends are its own now: ours must go, or EOF never comes.
     drop((stdin_child, stdout_child, stderr_child));
     let unowned = Unowned::new(pid);
+    #[cfg(test)]
+    tests::fail_setup_if_asked()?;
     let pidfd = open_pidfd(pid)?;
     let outputs = vec![
         (Stream::Stdout, register(stdout_ours)?),
@@ -432,4 +434,64 @@ fn spawn_tty(image: &Image<'_>, size: TerminalSize) -> Result<Spawned, Error> {
         stdin: Some(fd.clone()),
         pty: Some(Pty { master, fd }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Makes the next pipe spawn fail after its child exists (a test of the clean-up).
+    static FAIL_SETUP: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn fail_setup_if_asked() -> Result<(), Error> {
+        if FAIL_SETUP.swap(false, Ordering::SeqCst) {
+            return Err(Error::Internal("setup failure injected by a test".into()));
+        }
+        Ok(())
+    }
+
+    /// Live processes whose argv holds `marker`.
+    fn running_with(marker: &str) -> Vec<i32> {
+        let mut out = Vec::new();
+        sys::for_each_process(|p| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+            if !p.zombie && cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes()) {
+                out.push(p.pid);
+            }
+        })
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_setup_fails_is_killed_and_reaped_before_the_error() {
+        let marker = format!("1000.{}", std::process::id());
+        let params = ProcessStartParams {
+            process_id: "p".into(),
+            argv: vec!["sleep".into(), marker.clone()],
+            cwd: "/".into(),
+            env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+            inherit_env: false,
+            tty: false,
+            pipe_stdin: false,
+            arg0: None,
+            size: None,
+            timeout_ms: None,
+            user: None,
+        };
+        FAIL_SETUP.store(true, Ordering::SeqCst);
+        let err = spawn(&params).err().expect("the injected failure");
+        assert_eq!(err, Error::Internal("setup failure injected by a test".into()));
+        // Killed and reaped before the error came back: nothing to wait for.
+        assert_eq!(running_with(&marker), Vec::<i32>::new());
+        // And without the injection the same spawn works (the marker is right).
+        let spawned = spawn(&params).unwrap();
+        let pid = spawned.pid as i32;
+        assert_eq!(running_with(&marker), vec![pid]);
+        sys::kill(pid, libc::SIGKILL).unwrap();
+        sys::reap_blocking(pid);
+        reaper::disown(pid);
+    }
 }
