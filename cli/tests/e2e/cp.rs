@@ -77,13 +77,18 @@ impl Dir {
 
     /// The names in the directory, sorted.
     fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        names_in(&self.0)
     }
+}
+
+/// The names in a directory, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 impl Drop for Dir {
@@ -386,4 +391,76 @@ async fn modes_without_write_permission_and_empty_files_over_spawn() {
         assert!(same_bytes(&dir.join(name), &dir.join(&back)), "{name}");
         assert_eq!(mode_of(&dir.join(&back)), mode, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upload_leaves_no_temporary_file() {
+    let server = ServerProc::ws(&[]).await.unwrap();
+    let dir = Dir::new();
+    // The source is a FIFO the test holds open: the copy stays in the middle for as long
+    // as the test wants, with one 4 MiB chunk written to the temporary file.
+    let fifo = dir.join("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::create_dir(dir.join("out")).unwrap();
+    let child = Command::new(bin())
+        .args([
+            "cp",
+            "--connect",
+            server.url(),
+            &dir.s("fifo"),
+            &dir.remote("out/copy"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read-write, so opening never waits for the reader; written from a thread, since
+    // the pipe holds only what `cp` has not read yet. Exactly one chunk: once it is in
+    // the temporary file, `cp` has read all of it, so the feeder is done. The writer
+    // stays open until the end: `cp` waits for more, never for an end of file.
+    let writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    let feeder = {
+        let mut writer = writer.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            writer.write_all(&vec![b'x'; 4 * 1024 * 1024]).unwrap();
+        })
+    };
+    let out = dir.join("out");
+    crate::client::wait_until("the temporary file to hold the first chunk", || {
+        names_in(&out).iter().any(|name| {
+            name.ends_with(".cp-tmp")
+                && std::fs::metadata(out.join(name)).is_ok_and(|m| m.len() == 4 * 1024 * 1024)
+        })
+    })
+    .await;
+    // SAFETY: kill(2) on the child this test spawned.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let output = crate::client::within("cp to stop", child.wait_with_output())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "exec-server: interrupted by SIGINT",
+        "{stderr}"
+    );
+    assert_eq!(
+        names_in(&out),
+        Vec::<String>::new(),
+        "nothing is left behind"
+    );
+    drop(writer);
+    feeder.join().unwrap();
 }
