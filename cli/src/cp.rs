@@ -127,11 +127,12 @@ fn leftovers(cleanup: &Cleanup) -> std::sync::MutexGuard<'_, Leftovers> {
 
 async fn copy(server: &ServerArgs, direction: Direction) -> anyhow::Result<()> {
     let interrupted = interruption()?;
-    let client = connect(
-        server,
-        ConnectOptions::default().client_name("exec-server cp"),
-    )
-    .await?;
+    tokio::pin!(interrupted);
+    let options = ConnectOptions::default().client_name("exec-server cp");
+    let client = tokio::select! {
+        client = connect(server, options) => client?,
+        signal = &mut interrupted => bail!("interrupted by {signal}"),
+    };
     let backend = RemoteBackend::new(client.clone());
     let files = backend.files();
     let cleanup = Cleanup::default();
@@ -143,7 +144,7 @@ async fn copy(server: &ServerArgs, direction: Direction) -> anyhow::Result<()> {
     };
     let result = tokio::select! {
         result = transfer => result,
-        signal = interrupted => Err(anyhow!("interrupted by {signal}")),
+        signal = &mut interrupted => Err(anyhow!("interrupted by {signal}")),
     };
     if result.is_err() {
         let left = std::mem::take(&mut *leftovers(&cleanup));
@@ -487,6 +488,9 @@ async fn upload(
     let mut writing = FuturesUnordered::new();
     let mut reading = first_len > 0;
     while reading || !writing.is_empty() {
+        // Encoding a chunk takes a while and the calls here are often ready at once:
+        // let a signal be seen between chunks (tokio's budget counts calls, not time).
+        tokio::task::yield_now().await;
         tokio::select! {
             chunk = chunks.recv(), if reading && writing.len() < in_flight => match chunk {
                 None => reading = false,
@@ -667,6 +671,8 @@ async fn download(
         let mut reading = FuturesOrdered::new();
         let mut next = offset;
         loop {
+            // As for uploads: a signal is seen between chunks.
+            tokio::task::yield_now().await;
             while reading.len() < DEPTH && (next < known_size || reading.is_empty()) {
                 let at = next;
                 reading.push_back(async move { (at, files.read(from, at, Some(max)).await) });
@@ -776,6 +782,17 @@ impl Progress {
     fn finish(&mut self) {
         if self.on {
             self.show();
+            eprintln!();
+            self.on = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// A copy that failed or was interrupted leaves its last progress line complete, so
+    /// the error starts on a line of its own.
+    fn drop(&mut self) {
+        if self.on && self.shown.is_some() {
             eprintln!();
         }
     }
