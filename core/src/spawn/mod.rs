@@ -483,7 +483,10 @@ mod tests {
         };
         FAIL_SETUP.store(true, Ordering::SeqCst);
         let err = spawn(&params).err().expect("the injected failure");
-        assert_eq!(err, Error::Internal("setup failure injected by a test".into()));
+        assert_eq!(
+            err,
+            Error::Internal("setup failure injected by a test".into())
+        );
         // Killed and reaped before the error came back: nothing to wait for.
         assert_eq!(running_with(&marker), Vec::<i32>::new());
         // And without the injection the same spawn works (the marker is right).
