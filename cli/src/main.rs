@@ -1,6 +1,7 @@
-//! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket, or
-//! run one command through a server (`exec-server run`).
+//! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket, run
+//! one command through a server (`exec-server run`), or copy a file (`exec-server cp`).
 
+mod cp;
 mod fdio;
 mod run;
 mod tty;
@@ -32,6 +33,10 @@ enum Command {
     /// stderr forwarded, the exit status propagated (128+n for signal n), Ctrl-C and
     /// window sizes passed on, and a dropped WebSocket resumed without losing output.
     Run(Box<run::RunArgs>),
+    /// Copy one file to or from the server's host: `cp ./a remote:/tmp/a` or
+    /// `cp remote:/etc/hosts ./hosts`. Chunked, keeps the mode, replaces the destination
+    /// atomically; exit status 0 when copied, 1 otherwise.
+    Cp(Box<cp::CpArgs>),
     /// The server's guardian (started by `serve` itself): kills every process group the
     /// server started if the server dies without cleaning up.
     #[command(hide = true)]
@@ -311,6 +316,7 @@ fn main() {
                 })
         }),
         Command::Run(args) => std::process::exit(run::main(*args)),
+        Command::Cp(args) => cp::main(*args),
     };
     match result {
         Ok(()) => std::process::exit(0),

@@ -1,8 +1,10 @@
 //! `exec-server run`: run one command through an exec-server, like `ssh host cmd` or
 //! `kubectl exec -it`: local stdio forwarded, terminal size and signals passed on, the
-//! exit status propagated, and a dropped WebSocket resumed without losing output.
+//! exit status propagated, and a dropped WebSocket resumed without losing output. The
+//! connection options (`--connect`, `--spawn`) and their code are shared with `cp`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -14,18 +16,30 @@ use exec_server_client::{
 use crate::fdio::{self, FdWriter};
 use crate::tty;
 
-/// Options of `exec-server run`.
+/// Where the server is (`run` and `cp`).
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ServerArgs {
     /// The server's WebSocket URL, as `exec-server serve` prints it (token included).
-    /// Default: the EXEC_SERVER_URL environment variable.
+    /// Default: the EXEC_SERVER_URL environment variable. A token not in the URL is
+    /// taken from EXEC_SERVER_TOKEN.
     #[arg(long, value_name = "URL", conflicts_with = "spawn")]
     connect: Option<String>,
 
     /// Start a private server (`exec-server serve --listen stdio`, this same binary) for
-    /// this command alone: nothing to set up. It ends with the command.
+    /// this invocation alone: nothing to set up. It ends with it.
     #[arg(long)]
     spawn: bool,
+}
+
+/// Options of `exec-server run`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Exit status: the command's own, or 128+N when signal N ended it; 124 when --timeout \
+ended it (as GNU timeout); 127 when the server cannot find the program, 126 when it \
+cannot start it; 255 when `run` itself fails (no server, lost connection).")]
+pub struct RunArgs {
+    #[command(flatten)]
+    server: ServerArgs,
 
     /// Run the command under a pseudo-terminal: the local terminal goes into raw mode
     /// (restored on exit), TERM and the window size are passed on, and resizes follow.
@@ -41,6 +55,18 @@ pub struct RunArgs {
     /// environment (repeatable).
     #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
     env: Vec<(String, String)>,
+
+    /// End the command when it has run this long: SIGTERM to its process group, SIGKILL
+    /// a second later if it is still there. `run` then notes it on stderr and exits 124.
+    /// A number with a unit (`500ms`, `30s`, `5m`, `1h`) or a bare number of seconds
+    /// (`2.5`); 0 means no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Run the command as this user on the server (a name or a numeric uid): its uid,
+    /// groups, HOME, USER, LOGNAME and SHELL. Needs a server running as root.
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 
     /// The command and its arguments (after `--`).
     #[arg(
@@ -59,8 +85,47 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Parses a `--timeout`: a non-negative number with `ms`, `s`, `m` or `h`, or of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use ms, s, m or h, e.g. 500ms, 30s, 5m, 1h)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 30s, 5m, 1h, or 2.5)"))?;
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| format!("{s:?} is too long"))
+}
+
+/// A duration as `--timeout` takes it, in the largest unit that shows it exactly.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => format!("{}us", d.as_micros()),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
 /// The exit status when `run` itself fails (as ssh does).
 const FAILURE: i32 = 255;
+
+/// The exit status when `--timeout` ended the command (as GNU `timeout` gives it).
+const TIMED_OUT: i32 = 124;
 
 /// Runs the subcommand and returns the process's exit status.
 pub fn main(args: RunArgs) -> i32 {
@@ -103,12 +168,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-async fn connect(args: &RunArgs) -> anyhow::Result<Client> {
-    // Output is consumed by a task that never awaits a call on the connection, so a full
-    // stream is pure backpressure: a slow local stdout never costs output.
-    let options = ConnectOptions::default()
-        .client_name("exec-server run")
-        .unblock_stalled_calls(false);
+/// Connects as `args` say (`--connect URL`, EXEC_SERVER_URL, or `--spawn`); a
+/// WebSocket is resumed on its own when it drops.
+pub(crate) async fn connect(args: &ServerArgs, options: ConnectOptions) -> anyhow::Result<Client> {
     if args.spawn {
         let exe = std::env::current_exe().context("cannot find this program to --spawn it")?;
         return Client::spawn(
@@ -161,6 +223,12 @@ async fn start(backend: &RemoteBackend, args: &RunArgs) -> Result<Arc<dyn ExecPr
     for (k, v) in &args.env {
         options = options.env(k.clone(), v.clone());
     }
+    if let Some(timeout) = args.timeout.filter(|t| !t.is_zero()) {
+        options = options.timeout(timeout);
+    }
+    if let Some(user) = &args.user {
+        options = options.user(user.clone());
+    }
     let (cwd, fallback) = match &args.cwd {
         Some(cwd) => (cwd.clone(), false),
         None => match std::env::current_dir() {
@@ -192,7 +260,12 @@ async fn start(backend: &RemoteBackend, args: &RunArgs) -> Result<Arc<dyn ExecPr
 
 async fn run(args: RunArgs) -> Result<i32, Failure> {
     let signals = Signals::install()?;
-    let client = connect(&args).await?;
+    // Output is consumed by a task that never awaits a call on the connection, so a full
+    // stream is pure backpressure: a slow local stdout never costs output.
+    let options = ConnectOptions::default()
+        .client_name("exec-server run")
+        .unblock_stalled_calls(false);
+    let client = connect(&args.server, options).await?;
     let backend = RemoteBackend::new(client.clone());
     let process = start(&backend, &args).await?;
     let raw = if args.tty && tty::is_tty(0) {
@@ -208,16 +281,38 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     signals.abort();
     drop(raw);
     client.close().await;
-    outcome
+    match (outcome?, args.timeout) {
+        (
+            Ended {
+                timed_out: true, ..
+            },
+            Some(timeout),
+        ) => {
+            eprintln!(
+                "exec-server run: timed out after {}",
+                show_duration(timeout)
+            );
+            Ok(TIMED_OUT)
+        }
+        (Ended { code, .. }, _) => Ok(code),
+    }
+}
+
+/// How the process ended.
+struct Ended {
+    /// Its exit status (128 + n for signal n).
+    code: i32,
+    /// The server ended it because its timeout passed.
+    timed_out: bool,
 }
 
 /// Writes the process's output to the local stdout and stderr until it closes; returns
-/// its exit status.
+/// how it ended.
 async fn pump_output(
     mut events: exec_server_client::EventStream,
     process: &dyn ExecProcess,
     raw: bool,
-) -> Result<i32, Failure> {
+) -> Result<Ended, Failure> {
     let stdout = FdWriter::spawn(1, "stdout").context("cannot start the stdout writer")?;
     let stderr = FdWriter::spawn(2, "stderr").context("cannot start the stderr writer")?;
     let newline = if raw { "\r\n" } else { "\n" };
@@ -242,7 +337,16 @@ async fn pump_output(
                     break;
                 }
             }
-            ProcessEvent::Exited { exit_code, .. } => exit = Some(exit_code),
+            ProcessEvent::Exited {
+                exit_code,
+                timed_out,
+                ..
+            } => {
+                exit = Some(Ended {
+                    code: exit_code,
+                    timed_out,
+                });
+            }
             ProcessEvent::Closed { .. } => break,
             ProcessEvent::Truncated {
                 first_seq,
@@ -273,7 +377,10 @@ async fn pump_output(
             .as_ref()
             .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     {
-        return Ok(128 + libc::SIGPIPE);
+        return Ok(Ended {
+            code: 128 + libc::SIGPIPE,
+            timed_out: false,
+        });
     }
     out.context("cannot write to stdout")?;
     exit.ok_or_else(|| Failure {
@@ -347,6 +454,46 @@ async fn forward_signals(signals: Signals, process: Arc<dyn ExecProcess>, tty: b
                 }
             }
             None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        let ok = [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("2", Duration::from_secs(2)),
+            ("2.5", Duration::from_millis(2500)),
+            ("0.25s", Duration::from_millis(250)),
+            ("0", Duration::ZERO),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "s", "-1", "1d", "1 s", "1.2.3", "ms5", "1e3"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_show_in_the_largest_exact_unit() {
+        let cases = [
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_millis(2500), "2500ms"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(show_duration(d), want);
         }
     }
 }

@@ -11,7 +11,7 @@ use exec_server_protocol::{
     WriteStatus,
 };
 
-use crate::{Error, EventStream};
+use crate::{Error, EventStream, ExecFiles};
 
 /// Something that runs processes: in this process, or on an exec-server.
 #[async_trait::async_trait]
@@ -22,6 +22,9 @@ pub trait ExecBackend: Send + Sync {
 
     /// Every process the backend's session retains.
     async fn list(&self) -> Result<Vec<ProcessInfo>, Error>;
+
+    /// The files of the host the processes run on.
+    fn files(&self) -> &dyn ExecFiles;
 }
 
 /// A started process.

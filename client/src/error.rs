@@ -1,6 +1,6 @@
 //! The one error type of the client crate.
 
-use exec_server_protocol::ErrorCode;
+use exec_server_protocol::{ErrorCode, FileErrorData};
 
 /// Everything a client call can fail with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,6 +46,23 @@ impl Error {
         }
     }
 
+    /// For a file error (-32020): the OS error's symbolic name from its `data`, e.g.
+    /// `"ENOENT"`, `"ENOTDIR"`, `"EACCES"`.
+    pub fn errno(&self) -> Option<String> {
+        match self {
+            Error::Rpc {
+                code,
+                data: Some(data),
+                ..
+            } if *code == ErrorCode::FileError.code() => {
+                serde_json::from_str::<FileErrorData>(data)
+                    .ok()
+                    .map(|d| d.errno)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the transport was lost (a resume may help).
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected(_))
@@ -63,6 +80,18 @@ impl Error {
 #[cfg(feature = "local")]
 impl From<exec_server_core::Error> for Error {
     fn from(e: exec_server_core::Error) -> Self {
-        Error::rpc(e.code(), e.to_string())
+        // The same `data` a server sends with this error.
+        let data = match &e {
+            exec_server_core::Error::File { errno, .. } => serde_json::to_string(&FileErrorData {
+                errno: (*errno).to_owned(),
+            })
+            .ok(),
+            _ => None,
+        };
+        Error::Rpc {
+            code: e.code().code(),
+            message: e.to_string(),
+            data,
+        }
     }
 }

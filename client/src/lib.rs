@@ -10,6 +10,9 @@
 //! - [`ExecBackend`] / [`ExecProcess`] are the one interface code above should use:
 //!   [`RemoteBackend`] runs processes through a [`Client`], [`LocalBackend`] (feature
 //!   `local`) runs them in this process on exec-server's own core.
+//! - [`ExecBackend::files`] gives the files of the host the processes run on
+//!   ([`ExecFiles`]: read and write in chunks, stat, list, mkdir, remove, rename), for
+//!   either backend; a file error names its errno ([`Error::errno`]).
 //! - Each process's [`EventStream`] is lossless and bounded: when its consumer lags, the
 //!   client stops reading the connection and the server stops reading the process's output.
 //!
@@ -29,6 +32,7 @@
 mod backend;
 mod error;
 mod event;
+mod files;
 mod link;
 #[cfg(feature = "local")]
 mod local;
@@ -38,6 +42,7 @@ mod remote_process;
 pub use backend::{DEFAULT_GRACE, ExecBackend, ExecProcess, ReadOptions, StartOptions};
 pub use error::Error;
 pub use event::{EventStream, Output, ProcessEvent};
+pub use files::{ExecFiles, WriteOptions};
 #[cfg(feature = "local")]
 pub use local::LocalBackend;
 pub use remote::{Client, ConnectOptions, ReconnectPolicy};
@@ -45,5 +50,6 @@ pub use remote_process::{RemoteBackend, RemoteProcess};
 
 /// The protocol's types that appear in this crate's API.
 pub use exec_server_protocol::{
-    ErrorCode, ProcessInfo, ProcessReadResult, Signal, Stream, TerminalSize, WriteStatus,
+    Base64Bytes, ErrorCode, FileKind, FsEntry, FsReadResult, FsStatResult, ProcessInfo,
+    ProcessReadResult, Signal, Stream, TerminalSize, WriteStatus,
 };

@@ -5,17 +5,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use exec_server_core::{Event, EventSink, Session, SessionConfig, SinkClosed};
+use exec_server_core::{Event, EventSink, Files, FsConfig, Session, SessionConfig, SinkClosed};
 use exec_server_protocol::{
-    ProcessCloseStdinParams, ProcessInfo, ProcessReadParams, ProcessReadResult,
-    ProcessResizeParams, ProcessSignalParams, ProcessTerminateParams, ProcessWriteParams, Signal,
-    TerminalSize, WriteStatus,
+    Base64Bytes, FsEntry, FsListParams, FsMkdirParams, FsReadParams, FsReadResult, FsRemoveParams,
+    FsRenameParams, FsStatParams, FsStatResult, ProcessCloseStdinParams, ProcessInfo,
+    ProcessReadParams, ProcessReadResult, ProcessResizeParams, ProcessSignalParams,
+    ProcessTerminateParams, ProcessWriteParams, Signal, TerminalSize, WriteStatus,
 };
 
 use crate::backend::IdGenerator;
 use crate::event::{Fetch, Route};
 use crate::{
-    Error, EventStream, ExecBackend, ExecProcess, ProcessEvent, ReadOptions, StartOptions,
+    Error, EventStream, ExecBackend, ExecFiles, ExecProcess, ProcessEvent, ReadOptions,
+    StartOptions, WriteOptions,
 };
 
 type Routes = Mutex<HashMap<String, Arc<Route>>>;
@@ -35,6 +37,7 @@ pub struct LocalBackend {
 
 struct LocalInner {
     session: Arc<Session>,
+    files: Files,
     routes: Arc<Routes>,
     ids: IdGenerator,
 }
@@ -61,6 +64,7 @@ impl LocalBackend {
         LocalBackend {
             inner: Arc::new(LocalInner {
                 session,
+                files: Files::new(FsConfig::default()),
                 routes,
                 ids: IdGenerator::new("local-"),
             }),
@@ -193,6 +197,102 @@ impl ExecBackend for LocalBackend {
 
     async fn list(&self) -> Result<Vec<ProcessInfo>, Error> {
         Ok(self.inner.session.list().processes)
+    }
+
+    fn files(&self) -> &dyn ExecFiles {
+        self
+    }
+}
+
+/// This machine's files, through the server's own implementation of `fs/*` (the same
+/// checks, errors and limits).
+#[async_trait::async_trait]
+impl ExecFiles for LocalBackend {
+    async fn read(
+        &self,
+        path: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FsReadResult, Error> {
+        Ok(self
+            .inner
+            .files
+            .read(FsReadParams {
+                path: path.to_owned(),
+                offset: Some(offset),
+                max_bytes,
+            })
+            .await?)
+    }
+
+    async fn write(
+        &self,
+        path: &str,
+        data: Base64Bytes,
+        options: WriteOptions,
+    ) -> Result<u64, Error> {
+        Ok(self
+            .inner
+            .files
+            .write(options.into_params(path, data))
+            .await?
+            .bytes_written)
+    }
+
+    async fn stat(&self, path: &str, follow_symlinks: bool) -> Result<FsStatResult, Error> {
+        Ok(self
+            .inner
+            .files
+            .stat(FsStatParams {
+                path: path.to_owned(),
+                follow_symlinks,
+            })
+            .await?)
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<FsEntry>, Error> {
+        Ok(self
+            .inner
+            .files
+            .list(FsListParams {
+                path: path.to_owned(),
+            })
+            .await?
+            .entries)
+    }
+
+    async fn mkdir(&self, path: &str, parents: bool, mode: Option<u32>) -> Result<(), Error> {
+        self.inner
+            .files
+            .mkdir(FsMkdirParams {
+                path: path.to_owned(),
+                parents,
+                mode,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, path: &str, recursive: bool) -> Result<(), Error> {
+        self.inner
+            .files
+            .remove(FsRemoveParams {
+                path: path.to_owned(),
+                recursive,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.inner
+            .files
+            .rename(FsRenameParams {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+            .await?;
+        Ok(())
     }
 }
 

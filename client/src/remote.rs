@@ -133,14 +133,17 @@ impl ReconnectPolicy {
     }
 }
 
-/// Pending calls: when the call counts as stalled (its response overdue), and its waiter.
-type PendingMap = HashMap<
-    u64,
-    (
-        tokio::time::Instant,
-        oneshot::Sender<Result<Box<RawValue>, Error>>,
-    ),
->;
+/// A call waiting for its response.
+struct Pending {
+    /// When the call counts as stalled (its response overdue).
+    overdue_at: tokio::time::Instant,
+    /// The length of the request's text, to tell which call a server refused as too large.
+    size: usize,
+    waiter: oneshot::Sender<Result<Box<RawValue>, Error>>,
+}
+
+/// Pending calls by request id.
+type PendingMap = HashMap<u64, Pending>;
 
 /// How long after its expected answer a call counts as held up.
 const STALL_GRACE: Duration = Duration::from_millis(200);
@@ -161,8 +164,10 @@ impl Link {
 
     fn fail_all(&self, reason: &str) {
         let pending = self.pending().take();
-        for (_, (_, tx)) in pending.into_iter().flatten() {
-            let _ = tx.send(Err(Error::Disconnected(reason.to_owned())));
+        for (_, call) in pending.into_iter().flatten() {
+            let _ = call
+                .waiter
+                .send(Err(Error::Disconnected(reason.to_owned())));
         }
     }
 
@@ -171,7 +176,7 @@ impl Link {
         let now = tokio::time::Instant::now();
         self.pending()
             .as_ref()
-            .is_some_and(|p| p.values().any(|(overdue_at, _)| now > *overdue_at))
+            .is_some_and(|p| p.values().any(|call| now > call.overdue_at))
     }
 
     fn abort(&self) {
@@ -619,13 +624,32 @@ impl Core {
             (None, None) => return Err("a response with neither result nor error".into()),
         };
         let Some(id) = id else {
-            // Only errors about unreadable requests have no id; no call can be matched.
-            tracing::warn!(error = ?outcome.err(), "server error without a request id");
+            // Only errors about unreadable requests have no id.
+            match outcome {
+                Err(error) if error.code() == Some(ErrorCode::LimitReached) => {
+                    // A request over the server's message size limit: the server could
+                    // not read its id. Every request over the limit is refused and none
+                    // under it is, so the largest call still waiting is one of the
+                    // refused (one such error per refused request): it gets the error
+                    // instead of waiting forever.
+                    let largest = link.pending().as_mut().and_then(|p| {
+                        let id = p
+                            .iter()
+                            .max_by_key(|(_, call)| call.size)
+                            .map(|(id, _)| *id)?;
+                        p.remove(&id)
+                    });
+                    if let Some(call) = largest {
+                        let _ = call.waiter.send(Err(error));
+                    }
+                }
+                other => tracing::warn!(error = ?other.err(), "server error without a request id"),
+            }
             return Ok(());
         };
-        let waiter = link.pending().as_mut().and_then(|p| p.remove(&id));
-        if let Some((_, waiter)) = waiter {
-            let _ = waiter.send(outcome);
+        let call = link.pending().as_mut().and_then(|p| p.remove(&id));
+        if let Some(call) = call {
+            let _ = call.waiter.send(outcome);
         }
         Ok(())
     }
@@ -674,7 +698,11 @@ async fn call_on<M: Method>(
         Some(pending) => {
             pending.insert(
                 id,
-                (tokio::time::Instant::now() + patience + STALL_GRACE, tx),
+                Pending {
+                    overdue_at: tokio::time::Instant::now() + patience + STALL_GRACE,
+                    size: text.len(),
+                    waiter: tx,
+                },
             );
         }
         None => {

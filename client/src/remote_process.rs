@@ -5,13 +5,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use exec_server_protocol::{
-    ProcessCloseStdinParams, ProcessInfo, ProcessReadParams, ProcessReadResult,
-    ProcessResizeParams, ProcessSignalParams, ProcessStartParams, ProcessTerminateParams,
-    ProcessWriteParams, Signal, TerminalSize, WriteStatus,
+    Base64Bytes, FsEntry, FsListParams, FsMkdirParams, FsReadParams, FsReadResult, FsRemoveParams,
+    FsRenameParams, FsStatParams, FsStatResult, ProcessCloseStdinParams, ProcessInfo,
+    ProcessReadParams, ProcessReadResult, ProcessResizeParams, ProcessSignalParams,
+    ProcessStartParams, ProcessTerminateParams, ProcessWriteParams, Signal, TerminalSize,
+    WriteStatus,
 };
 
 use crate::event::Route;
-use crate::{Client, Error, EventStream, ExecBackend, ExecProcess, ReadOptions, StartOptions};
+use crate::{
+    Client, Error, EventStream, ExecBackend, ExecFiles, ExecProcess, ReadOptions, StartOptions,
+    WriteOptions,
+};
 
 /// Largest stdin chunk sent in one `process/write` (far below the server's message limit).
 const MAX_WRITE_CHUNK: usize = 1024 * 1024;
@@ -47,6 +52,92 @@ impl ExecBackend for RemoteBackend {
 
     async fn list(&self) -> Result<Vec<ProcessInfo>, Error> {
         self.client.process_list().await
+    }
+
+    fn files(&self) -> &dyn ExecFiles {
+        self
+    }
+}
+
+/// The server's files, through the `fs/*` calls.
+#[async_trait::async_trait]
+impl ExecFiles for RemoteBackend {
+    async fn read(
+        &self,
+        path: &str,
+        offset: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<FsReadResult, Error> {
+        self.client
+            .fs_read(FsReadParams {
+                path: path.to_owned(),
+                offset: Some(offset),
+                max_bytes,
+            })
+            .await
+    }
+
+    async fn write(
+        &self,
+        path: &str,
+        data: Base64Bytes,
+        options: WriteOptions,
+    ) -> Result<u64, Error> {
+        Ok(self
+            .client
+            .fs_write(options.into_params(path, data))
+            .await?
+            .bytes_written)
+    }
+
+    async fn stat(&self, path: &str, follow_symlinks: bool) -> Result<FsStatResult, Error> {
+        self.client
+            .fs_stat(FsStatParams {
+                path: path.to_owned(),
+                follow_symlinks,
+            })
+            .await
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<FsEntry>, Error> {
+        Ok(self
+            .client
+            .fs_list(FsListParams {
+                path: path.to_owned(),
+            })
+            .await?
+            .entries)
+    }
+
+    async fn mkdir(&self, path: &str, parents: bool, mode: Option<u32>) -> Result<(), Error> {
+        self.client
+            .fs_mkdir(FsMkdirParams {
+                path: path.to_owned(),
+                parents,
+                mode,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, path: &str, recursive: bool) -> Result<(), Error> {
+        self.client
+            .fs_remove(FsRemoveParams {
+                path: path.to_owned(),
+                recursive,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        self.client
+            .fs_rename(FsRenameParams {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            })
+            .await?;
+        Ok(())
     }
 }
 

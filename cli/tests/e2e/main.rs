@@ -6,10 +6,12 @@
 mod abuse;
 mod binary;
 mod client;
+mod cp;
 mod faults;
 mod fs;
 mod regressions;
 mod run;
+mod run_limits;
 mod sandbox;
 mod scenarios;
 mod shutdown_faults;

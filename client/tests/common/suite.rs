@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exec_server_client::{
-    Error, ErrorCode, ExecBackend, ExecProcess, ProcessEvent, ReadOptions, Signal, StartOptions,
-    Stream, TerminalSize, WriteStatus,
+    Error, ErrorCode, ExecBackend, ExecFiles, ExecProcess, FileKind, FsEntry, ProcessEvent,
+    ReadOptions, Signal, StartOptions, Stream, TerminalSize, WriteOptions, WriteStatus,
 };
 
 use super::within;
@@ -257,6 +257,55 @@ pub async fn a_timeout_ends_the_process(backend: Arc<dyn ExecBackend>) {
         .unwrap();
     let out = within("a quick exit", p.events().unwrap().collect()).await;
     assert_eq!((out.exit_code, out.timed_out), (Some(0), false));
+}
+
+/// A process that ignores SIGTERM is killed once the grace after its timeout has passed,
+/// and its exit still says it timed out.
+pub async fn a_timeout_kills_what_ignores_sigterm(backend: Arc<dyn ExecBackend>) {
+    // SIG_IGN survives exec: both the shell and its `sleep` ignore SIGTERM. The timeout
+    // leaves the shell ample time to set its trap first.
+    let p = backend
+        .start(sh("trap '' TERM; sleep 100").timeout(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let out = within("the timeout and the kill", p.events().unwrap().collect()).await;
+    assert_eq!(
+        (out.exit_code, out.signal.as_deref(), out.timed_out),
+        (Some(137), Some("SIGKILL"), true)
+    );
+}
+
+/// `user` runs the child as that user (a server running as root can switch).
+pub async fn a_user_runs_the_process(backend: Arc<dyn ExecBackend>) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching users needs root, and these tests do not run as root");
+        return;
+    }
+    let p = backend
+        .start(StartOptions::new(["id", "-u"]).user("nobody"))
+        .await
+        .unwrap();
+    let out = within("id -u as nobody", p.events().unwrap().collect()).await;
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.exit_code
+        ),
+        ("65534\n".to_owned(), Some(0))
+    );
+    // A numeric uid too; an unknown user is a spawn failure.
+    let p = backend
+        .start(StartOptions::new(["id", "-u"]).user("65534"))
+        .await
+        .unwrap();
+    let out = within("id -u as 65534", p.events().unwrap().collect()).await;
+    assert_eq!(out.stdout, b"65534\n");
+    let err = backend
+        .start(StartOptions::new(["true"]).user("no-such-user-here"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::SpawnFailed), "{err}");
 }
 
 /// `read` returns retained output from a cursor, long-polls, and reports the exit.
@@ -521,6 +570,305 @@ pub async fn concurrent_processes_keep_their_own_streams(backend: Arc<dyn ExecBa
     }
 }
 
+// ---------------------------------------------------------------- files
+
+/// A fresh, empty directory on the backend's host (made through the file API itself),
+/// removed with everything in it by [`Scratch::remove`].
+struct Scratch {
+    path: String,
+}
+
+impl Scratch {
+    async fn new(files: &dyn ExecFiles) -> Scratch {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path = format!(
+            "{}/exec-server-files-{}-{}-{nanos}",
+            std::env::temp_dir().display(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        files.mkdir(&path, false, Some(0o700)).await.unwrap();
+        Scratch { path }
+    }
+
+    fn join(&self, name: &str) -> String {
+        format!("{}/{name}", self.path)
+    }
+
+    async fn remove(self, files: &dyn ExecFiles) {
+        files.remove(&self.path, true).await.unwrap();
+    }
+}
+
+/// Bytes that are not text and do not repeat in short cycles (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Reads a whole file in calls of at most `max` bytes, checking `eof` and `size` on each.
+async fn read_all(files: &dyn ExecFiles, path: &str, max: u64) -> Vec<u8> {
+    let mut data = Vec::new();
+    loop {
+        let got = files
+            .read(path, data.len() as u64, Some(max))
+            .await
+            .unwrap();
+        assert!(got.data.len() as u64 <= max, "{} > {max}", got.data.len());
+        data.extend_from_slice(&got.data);
+        let end = data.len() as u64 == got.size;
+        assert_eq!(got.eof, end, "eof at {} of {}", data.len(), got.size);
+        if got.eof {
+            return data;
+        }
+        assert!(
+            !got.data.is_empty(),
+            "a read before the end returned nothing"
+        );
+    }
+}
+
+/// A binary file bigger than one call moves both ways in chunks, byte for byte; the mode
+/// of a new file is exactly what was asked; appends, offsets and atomic replaces work.
+pub async fn files_round_trip_in_chunks(backend: Arc<dyn ExecBackend>) {
+    let files = backend.files();
+    let dir = Scratch::new(files).await;
+    let path = dir.join("blob.bin");
+    // 9 MiB + 12345 bytes: three 4 MiB reads, the last one short.
+    let content = noise(9 * 1024 * 1024 + 12345, 42);
+    let chunk = 3 * 1024 * 1024 + 17;
+    for (i, piece) in content.chunks(chunk).enumerate() {
+        let options = if i == 0 {
+            WriteOptions::default().mode(0o751)
+        } else {
+            WriteOptions::at((i * chunk) as u64)
+        };
+        let wrote = files.write(&path, piece.into(), options).await.unwrap();
+        assert_eq!(wrote, piece.len() as u64);
+    }
+    let stat = files.stat(&path, true).await.unwrap();
+    assert_eq!(
+        (stat.kind, stat.size, stat.mode),
+        (FileKind::File, content.len() as u64, 0o751)
+    );
+    // Default reads (4 MiB at most), and odd-sized ones.
+    let back = read_all(files, &path, 4 * 1024 * 1024).await;
+    assert!(back == content, "the file read back differs");
+    let back = read_all(files, &path, 1_000_003).await;
+    assert!(back == content, "the file read back in odd chunks differs");
+    // A read past the end is empty and at eof.
+    let past = files
+        .read(&path, content.len() as u64 + 10, None)
+        .await
+        .unwrap();
+    assert_eq!((past.data.len(), past.eof), (0, true));
+
+    // Append, then overwrite in the middle without truncating.
+    let small = dir.join("small.txt");
+    files
+        .write(&small, b"hello".into(), WriteOptions::default())
+        .await
+        .unwrap();
+    files
+        .write(&small, b", world".into(), WriteOptions::append())
+        .await
+        .unwrap();
+    files
+        .write(&small, b"J".into(), WriteOptions::at(0))
+        .await
+        .unwrap();
+    let got = files.read(&small, 0, None).await.unwrap();
+    assert_eq!(
+        (got.data.as_bytes(), got.eof, got.size),
+        (&b"Jello, world"[..], true, 12)
+    );
+    // An atomic replace swaps the whole content and keeps the existing file's mode.
+    files
+        .write(
+            &path,
+            b"replaced".into(),
+            WriteOptions::atomic().mode(0o600),
+        )
+        .await
+        .unwrap();
+    let stat = files.stat(&path, true).await.unwrap();
+    assert_eq!((stat.size, stat.mode), (8, 0o751));
+    assert_eq!(
+        files.read(&path, 0, None).await.unwrap().data.as_bytes(),
+        b"replaced"
+    );
+    // Without `create`, a missing file is not made.
+    let err = files
+        .write(
+            &dir.join("absent"),
+            b"x".into(),
+            WriteOptions::default().create(false),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("ENOENT"), "{err}");
+    dir.remove(files).await;
+}
+
+fn entry(name: &str, kind: FileKind) -> FsEntry {
+    FsEntry {
+        name: name.to_owned(),
+        kind,
+        lossy: false,
+    }
+}
+
+/// mkdir (with and without parents), list (sorted, with kinds), stat of a directory and
+/// of a symlink not followed, rename, remove (refused for a non-empty directory unless
+/// recursive).
+pub async fn files_tree_operations(backend: Arc<dyn ExecBackend>) {
+    let files = backend.files();
+    let dir = Scratch::new(files).await;
+    let deep = dir.join("a/b/c");
+    files.mkdir(&deep, true, Some(0o750)).await.unwrap();
+    // `parents` accepts an existing directory; without it, EEXIST.
+    files.mkdir(&deep, true, None).await.unwrap();
+    let err = files.mkdir(&deep, false, None).await.unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("EEXIST"), "{err}");
+    let stat = files.stat(&deep, true).await.unwrap();
+    assert_eq!((stat.kind, stat.mode), (FileKind::Dir, 0o750));
+    assert_eq!(files.stat(&dir.join("a"), true).await.unwrap().mode, 0o755);
+
+    files
+        .write(&dir.join("z.txt"), b"z".into(), WriteOptions::default())
+        .await
+        .unwrap();
+    files
+        .write(&dir.join("m.txt"), b"m".into(), WriteOptions::default())
+        .await
+        .unwrap();
+    // The file API makes no symlinks; every backend under test runs on this machine.
+    std::os::unix::fs::symlink("z.txt", dir.join("link")).unwrap();
+    assert_eq!(
+        files.list(&dir.path).await.unwrap(),
+        vec![
+            entry("a", FileKind::Dir),
+            entry("link", FileKind::Symlink),
+            entry("m.txt", FileKind::File),
+            entry("z.txt", FileKind::File),
+        ]
+    );
+    let link = files.stat(&dir.join("link"), false).await.unwrap();
+    assert_eq!(
+        (link.kind, link.target.as_deref()),
+        (FileKind::Symlink, Some("z.txt"))
+    );
+    assert_eq!(
+        files.stat(&dir.join("link"), true).await.unwrap().kind,
+        FileKind::File
+    );
+
+    // Rename replaces an existing target, as rename(2) does.
+    files
+        .rename(&dir.join("m.txt"), &dir.join("z.txt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        files
+            .read(&dir.join("z.txt"), 0, None)
+            .await
+            .unwrap()
+            .data
+            .as_bytes(),
+        b"m"
+    );
+    let err = files.stat(&dir.join("m.txt"), true).await.unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("ENOENT"), "{err}");
+
+    // Removing a symlink leaves its target; a non-empty directory needs `recursive`.
+    files.remove(&dir.join("link"), false).await.unwrap();
+    assert!(files.stat(&dir.join("z.txt"), true).await.is_ok());
+    let err = files.remove(&dir.join("a"), false).await.unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("ENOTEMPTY"), "{err}");
+    files.remove(&dir.join("a"), true).await.unwrap();
+    assert_eq!(
+        files.list(&dir.path).await.unwrap(),
+        vec![entry("z.txt", FileKind::File)]
+    );
+    dir.remove(files).await;
+}
+
+/// OS failures are -32020 with the errno's name; a relative path is -32602.
+pub async fn file_errors_name_their_errno(backend: Arc<dyn ExecBackend>) {
+    let files = backend.files();
+    let dir = Scratch::new(files).await;
+    let missing = dir.join("missing");
+    let err = files.read(&missing, 0, None).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.errno().as_deref()),
+        (Some(ErrorCode::FileError), Some("ENOENT")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&missing),
+        "the message names the path: {err}"
+    );
+    let file = dir.join("plain");
+    files
+        .write(&file, b"x".into(), WriteOptions::default())
+        .await
+        .unwrap();
+    let under_a_file = format!("{file}/child");
+    for err in [
+        files.read(&under_a_file, 0, None).await.unwrap_err(),
+        files.stat(&under_a_file, true).await.unwrap_err(),
+        files.list(&file).await.unwrap_err(),
+        files.mkdir(&under_a_file, false, None).await.unwrap_err(),
+    ] {
+        assert_eq!(
+            (err.code(), err.errno().as_deref()),
+            (Some(ErrorCode::FileError), Some("ENOTDIR")),
+            "{err}"
+        );
+    }
+    let err = files.read(&dir.path, 0, None).await.unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("EISDIR"), "{err}");
+    let err = files
+        .rename(&missing, &dir.join("elsewhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("ENOENT"), "{err}");
+
+    // A relative path is refused before the OS sees it, by every call.
+    let refusals = [
+        files.read("tmp/x", 0, None).await.unwrap_err(),
+        files
+            .write("x", b"x".into(), WriteOptions::default())
+            .await
+            .unwrap_err(),
+        files.stat("./x", true).await.unwrap_err(),
+        files.list("tmp").await.unwrap_err(),
+        files.mkdir("d", false, None).await.unwrap_err(),
+        files.remove("x", false).await.unwrap_err(),
+        files.rename(&file, "x").await.unwrap_err(),
+    ];
+    for err in refusals {
+        assert_eq!(
+            (err.code(), err.errno()),
+            (Some(ErrorCode::InvalidParams), None),
+            "{err}"
+        );
+    }
+    dir.remove(files).await;
+}
+
 /// Defines one test per suite function, each running against the backend `make()` returns.
 #[macro_export]
 macro_rules! backend_suite {
@@ -532,13 +880,18 @@ macro_rules! backend_suite {
             tty_size_and_resize,
             signal_and_terminate,
             a_timeout_ends_the_process,
+            a_timeout_kills_what_ignores_sigterm,
+            a_user_runs_the_process,
             read_from_a_cursor,
             errors_carry_the_spec_code,
             slow_consumer_loses_nothing,
             events_before_the_stream_is_taken,
             dropped_handles_block_nothing,
             list_shows_processes,
-            concurrent_processes_keep_their_own_streams
+            concurrent_processes_keep_their_own_streams,
+            files_round_trip_in_chunks,
+            files_tree_operations,
+            file_errors_name_their_errno
         );
     };
     ($make:path; $($name:ident),* $(,)?) => {
