@@ -70,23 +70,7 @@ impl ServerProc {
 
     /// Starts `exec-server serve --listen stdio` with `extra` flags.
     pub async fn stdio(extra: &[&str]) -> anyhow::Result<ServerProc> {
-        let mut child = Command::new(bin())
-            .args(["serve", "--listen", "stdio", "--log-level", "warn"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn exec-server")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        Ok(ServerProc {
-            child,
-            url: None,
-            stdio: Some((stdin, stdout)),
-            stdout_rest: None,
-        })
+        ServerProc::launch(Kind::Stdio, serve_command(Kind::Stdio, extra)).await
     }
 
     /// Starts `exec-server serve --listen ws://127.0.0.1:0` with `extra` flags and reads
@@ -97,29 +81,29 @@ impl ServerProc {
 
     /// [`ServerProc::ws`] with extra environment variables.
     pub async fn ws_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
-        let mut child = Command::new(bin())
-            .args([
-                "serve",
-                "--listen",
-                "ws://127.0.0.1:0",
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
-            .env_remove("EXEC_SERVER_TOKEN")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn exec-server")?;
+        let mut command = serve_command(Kind::Ws, extra);
+        command.envs(env.iter().copied());
+        ServerProc::launch(Kind::Ws, command).await
+    }
+
+    /// Spawns `command` (from [`serve_command`]); a ws server's URL line is read, and
+    /// whatever else appears on its stdout until it closes is kept (there must be nothing).
+    async fn launch(kind: Kind, mut command: Command) -> anyhow::Result<ServerProc> {
+        let mut child = command.spawn().context("spawn exec-server")?;
         let stdout = child.stdout.take().context("stdout")?;
+        if kind == Kind::Stdio {
+            let stdin = child.stdin.take().context("stdin")?;
+            return Ok(ServerProc {
+                child,
+                url: None,
+                stdio: Some((stdin, stdout)),
+                stdout_rest: None,
+            });
+        }
         let mut lines = BufReader::new(stdout).lines();
         let url = within("the URL line", lines.next_line())
             .await?
             .context("the server printed no URL line")?;
-        // Whatever else appears on stdout until it closes (there must be nothing).
         let rest = tokio::spawn(async move {
             let mut rest = Vec::new();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -495,18 +479,32 @@ pub fn output_of(events: &[Value]) -> Vec<u8> {
         .collect()
 }
 
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// The fields of `/proc/PID/stat` after the parenthesised command name: state, ppid,
+/// pgrp, session, …
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Stat field `index` of `pid` as a number (1 = ppid, 2 = pgrp).
+fn stat_number(pid: u32, index: usize) -> Option<u32> {
+    stat_fields(pid)?.get(index)?.parse().ok()
+}
+
 /// Whether `pid` is a live (not zombie) process.
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next());
-            state != Some('Z') && state != Some('X')
-        }
-    }
+    stat_fields(pid).is_some_and(|f| !matches!(f.first().map(String::as_str), Some("Z" | "X")))
 }
 
 /// Whether `pid` still has any /proc entry (a zombie counts: it was not reaped).
@@ -527,29 +525,29 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
 
 /// The pids whose parent is `ppid`.
 pub fn all_children_of(ppid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let ppid_field = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if ppid_field == Some(ppid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|pid| stat_number(*pid, 1) == Some(ppid))
+        .collect()
+}
+
+/// Every live process whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| alive(*pid) && stat_number(*pid, 2) == Some(pgid))
+        .collect()
+}
+
+/// Live processes whose command line holds `marker` as one argument.
+pub fn processes_with_arg(marker: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes()) && alive(*pid)
+        })
+        .collect()
 }
 
 /// VmRSS of `pid` in KiB.
@@ -590,12 +588,9 @@ pub async fn http_get(addr: &str, path: &str, headers: &[&str]) -> anyhow::Resul
     Ok((status, body))
 }
 
-/// Starts the binary like [`ServerProc::start`], running `setup` in the child before exec.
-pub async fn spawn_with(
-    kind: Kind,
-    extra: &[&str],
-    setup: impl Fn() -> io::Result<()> + Send + Sync + 'static,
-) -> anyhow::Result<ServerProc> {
+/// `exec-server serve` over `kind` with `extra` flags (logs on our stderr, no token from
+/// our environment), not spawned yet.
+fn serve_command(kind: Kind, extra: &[&str]) -> Command {
     let listen = match kind {
         Kind::Stdio => "stdio",
         Kind::Ws => "ws://127.0.0.1:0",
@@ -613,40 +608,19 @@ pub async fn spawn_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    command
+}
+
+/// Starts the binary like [`ServerProc::start`], running `setup` in the child before exec.
+pub async fn spawn_with(
+    kind: Kind,
+    extra: &[&str],
+    setup: impl Fn() -> io::Result<()> + Send + Sync + 'static,
+) -> anyhow::Result<ServerProc> {
+    let mut command = serve_command(kind, extra);
     // SAFETY: `setup` only makes async-signal-safe system calls.
     unsafe { command.pre_exec(setup) };
-    let mut child = command.spawn().context("spawn exec-server")?;
-    let stdout = child.stdout.take().context("stdout")?;
-    match kind {
-        Kind::Stdio => {
-            let stdin = child.stdin.take().context("stdin")?;
-            Ok(ServerProc {
-                child,
-                url: None,
-                stdio: Some((stdin, stdout)),
-                stdout_rest: None,
-            })
-        }
-        Kind::Ws => {
-            let mut lines = BufReader::new(stdout).lines();
-            let url = within("the URL line", lines.next_line())
-                .await?
-                .context("the server printed no URL line")?;
-            let rest = tokio::spawn(async move {
-                let mut rest = Vec::new();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    rest.push(line);
-                }
-                rest
-            });
-            Ok(ServerProc {
-                child,
-                url: Some(url),
-                stdio: None,
-                stdout_rest: Some(rest),
-            })
-        }
-    }
+    ServerProc::launch(kind, command).await
 }
 
 pub fn check(rc: libc::c_int) -> io::Result<()> {
@@ -730,4 +704,55 @@ pub async fn peak_rss_until_idle(pid: u32) -> u64 {
     })
     .await;
     peak.max(rss_kib(pid))
+}
+
+/// A path under the system's temporary directory no other test (of this run) uses:
+/// `exec-server-e2e-WHAT-PID-N`, removed first if a previous run left it.
+pub fn temp_path(what: &str) -> std::path::PathBuf {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("exec-server-e2e-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A fresh directory (mode 0o755) under the system's temporary directory, removed with its
+/// content on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = temp_path(what);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(path)
+    }
+
+    pub fn join(&self, name: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// The names in the directory, sorted.
+    pub fn names(&self) -> Vec<String> {
+        names_in(&self.0)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The names in a directory, sorted.
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

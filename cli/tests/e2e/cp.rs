@@ -4,14 +4,13 @@
 //! with their errno name; arguments refused before any connection.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::client::{ServerProc, bin};
+use crate::client::{ServerProc, TempDir, bin, names_in};
 
 /// A copy of 100 MiB in a debug build on a busy machine may take a while.
 const COPY_DEADLINE: Duration = Duration::from_secs(180);
@@ -47,53 +46,15 @@ pub async fn exec_server(args: &[&str]) -> Ran {
     }
 }
 
-/// A fresh directory, removed with its content on drop.
-struct Dir(PathBuf);
+type Dir = TempDir;
 
-impl Dir {
-    fn new() -> Dir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "exec-server-cp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Dir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
+impl TempDir {
     fn s(&self, name: &str) -> String {
         self.join(name).display().to_string()
     }
 
     fn remote(&self, name: &str) -> String {
         format!("remote:{}", self.s(name))
-    }
-
-    /// The names in the directory, sorted.
-    fn names(&self) -> Vec<String> {
-        names_in(&self.0)
-    }
-}
-
-/// The names in a directory, sorted.
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -153,7 +114,7 @@ fn assert_copied(ran: &Ran) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_file_goes_both_ways_byte_for_byte_with_its_mode() {
     let server = ServerProc::ws(&[]).await.unwrap();
-    let dir = Dir::new();
+    let dir = Dir::new("cp");
     // 100 MiB and a bit: 26 chunks, the last one short.
     let source = dir.join("source.bin");
     random_file(&source, 100 * 1024 * 1024 + 12_345, 0o751);
@@ -205,7 +166,7 @@ async fn a_large_file_goes_both_ways_byte_for_byte_with_its_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_destination_gets_the_source_name() {
     let server = ServerProc::ws(&[]).await.unwrap();
-    let dir = Dir::new();
+    let dir = Dir::new("cp");
     std::fs::create_dir(dir.join("remote-dir")).unwrap();
     std::fs::create_dir(dir.join("local-dir")).unwrap();
     random_file(&dir.join("f.bin"), 5 * 1024 * 1024 + 1, 0o640);
@@ -257,7 +218,7 @@ async fn a_directory_destination_gets_the_source_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_files_are_errors_that_name_enoent() {
     let server = ServerProc::ws(&[]).await.unwrap();
-    let dir = Dir::new();
+    let dir = Dir::new("cp");
     // A missing remote source: nothing is created locally.
     let ran = exec_server(&[
         "cp",
@@ -347,7 +308,7 @@ async fn chunks_shrink_to_fit_a_small_message_limit() {
     let server = ServerProc::ws(&["--max-message-bytes", "1048576"])
         .await
         .unwrap();
-    let dir = Dir::new();
+    let dir = Dir::new("cp");
     random_file(&dir.join("f.bin"), 9 * 1024 * 1024 + 7, 0o755);
     let ran = exec_server(&[
         "cp",
@@ -374,7 +335,7 @@ async fn chunks_shrink_to_fit_a_small_message_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_without_write_permission_and_empty_files_over_spawn() {
-    let dir = Dir::new();
+    let dir = Dir::new("cp");
     // Read-only (the file is created writable, then given its mode before the rename),
     // and an empty file (one empty write creates it).
     random_file(&dir.join("ro.bin"), 100_000, 0o444);
@@ -396,7 +357,7 @@ async fn modes_without_write_permission_and_empty_files_over_spawn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_upload_leaves_no_temporary_file() {
     let server = ServerProc::ws(&[]).await.unwrap();
-    let dir = Dir::new();
+    let dir = Dir::new("cp");
     // The source is a FIFO the test holds open: the copy stays in the middle for as long
     // as the test wants, with one 4 MiB chunk written to the temporary file.
     let fifo = dir.join("fifo");

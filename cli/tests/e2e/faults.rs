@@ -5,59 +5,9 @@
 use exec_server_protocol::{method, notification};
 use serde_json::json;
 
-use crate::client::{Kind, ServerProc, alive, output_of, wait_until};
-
-/// Every live process whose process group is `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let zombie = matches!(fields.first(), Some(&"Z") | Some(&"X"));
-        if !zombie && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Live processes whose command line contains `marker`.
-fn processes_with_arg(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
-            && cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == marker.as_bytes())
-            && alive(pid)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
+use crate::client::{
+    Kind, ServerProc, alive, group_members, output_of, processes_with_arg, wait_until,
+};
 
 fn kill_all(pids: &[u32]) {
     for pid in pids {

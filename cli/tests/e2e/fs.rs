@@ -6,50 +6,14 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use exec_server_protocol::{ErrorCode, method};
 use serde_json::{Value, json};
 
 use crate::client::{
-    Client, Kind, ServerProc, b64, check, is_root, nobody, rss_kib, spawn_with, unb64,
+    Client, Kind, ServerProc, TempDir, b64, check, is_root, nobody, rss_kib, spawn_with, unb64,
 };
-
-/// A fresh directory (mode 0o755) under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static COUNT: AtomicU64 = AtomicU64::new(0);
-        let n = COUNT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("exec-server-e2e-fs-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: impl AsRef<Path>) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn s(path: &Path) -> String {
     path.to_str().unwrap().to_owned()
@@ -77,7 +41,7 @@ async fn file_error(c: &mut Client, method: &str, params: Value, errno: &str, pa
 }
 
 pub async fn big_binary_file_in_chunks(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let mut server = ServerProc::start(kind, &[]).await?;
     let mut c = server.client().await?;
     c.handshake().await;
@@ -119,7 +83,7 @@ pub async fn big_binary_file_in_chunks(kind: Kind) -> anyhow::Result<()> {
 }
 
 pub async fn recursive_remove_keeps_what_symlinks_point_to(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let outside = dir.join("outside");
     std::fs::create_dir_all(outside.join("sub"))?;
     std::fs::write(outside.join("keep"), b"keep")?;
@@ -169,7 +133,7 @@ pub async fn recursive_remove_keeps_what_symlinks_point_to(kind: Kind) -> anyhow
 }
 
 pub async fn errors(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let file = dir.join("file");
     std::fs::write(&file, b"x")?;
     let mut server = ServerProc::start(kind, &[]).await?;
@@ -272,7 +236,7 @@ pub async fn errors(kind: Kind) -> anyhow::Result<()> {
 }
 
 pub async fn eacces(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let secret = dir.join("secret");
     std::fs::write(&secret, b"secret")?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
@@ -343,7 +307,7 @@ pub async fn eacces(kind: Kind) -> anyhow::Result<()> {
 }
 
 pub async fn atomic_writes(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let path = dir.join("swap");
     const LEN: usize = 256 * 1024;
     let a = vec![b'a'; LEN];
@@ -397,7 +361,7 @@ pub async fn atomic_writes(kind: Kind) -> anyhow::Result<()> {
 pub async fn a_failed_atomic_write_leaves_the_file_and_no_temporary(
     kind: Kind,
 ) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let path = dir.join("config");
     std::fs::write(&path, b"old content")?;
     // The server may write files of at most 1 MiB (EFBIG past that, SIGXFSZ ignored).
@@ -441,7 +405,7 @@ pub async fn a_failed_atomic_write_leaves_the_file_and_no_temporary(
 }
 
 pub async fn stat_list_mkdir_rename(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let mut server = ServerProc::start(kind, &[]).await?;
     let mut c = server.client().await?;
     c.handshake().await;
@@ -527,7 +491,7 @@ pub async fn stat_list_mkdir_rename(kind: Kind) -> anyhow::Result<()> {
 }
 
 pub async fn an_oversized_read_is_a_limit_error(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let path = dir.join("f");
     std::fs::write(&path, pattern(100_000, 5))?;
     let mut server = ServerProc::start(kind, &["--max-message-bytes", "65536"]).await?;
@@ -566,7 +530,7 @@ fn peak_kib(pid: u32) -> u64 {
 }
 
 pub async fn a_4_mib_read_holds_a_small_multiple_of_4_mib(kind: Kind) -> anyhow::Result<()> {
-    let dir = TempDir::new();
+    let dir = TempDir::new("fs");
     let path = dir.join("f");
     std::fs::write(&path, pattern(4 << 20, 9))?;
     let mut server = ServerProc::start(kind, &[]).await?;
