@@ -48,6 +48,15 @@ export type Signal =
   | "SIGSTOP"
   | "SIGTSTP"
   | "SIGWINCH";
+/**
+ * The step of starting a process that failed (`data.step` of a -32000 error): `cwd` (the
+ * working directory), `user` (looking up or switching to the user), `pty` (opening the
+ * terminal), `exec` (the program: not found, not executable) or `setup` (anything else).
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "SpawnStep".
+ */
+export type SpawnStep = "cwd" | "user" | "pty" | "exec" | "setup";
 
 /**
  * exec-server wire protocol version 1: every request's params and result type and every notification's params type. JSON-RPC 2.0; byte payloads are standard base64.
@@ -63,11 +72,24 @@ export interface ExecServerProtocol {
     initialized: {
       params: InitializedParams;
     };
+    /**
+     * The `process/ack` notification.
+     */
+    "process/ack": {
+      params: ProcessAckNotification;
+    };
   };
   /**
    * Request methods (client to server): params and result types.
    */
   methods: {
+    /**
+     * The `fs/chmod` request.
+     */
+    "fs/chmod": {
+      params: FsChmodParams;
+      result: FsChmodResult;
+    };
     /**
      * The `fs/list` request.
      */
@@ -146,6 +168,13 @@ export interface ExecServerProtocol {
       result: ProcessReadResult;
     };
     /**
+     * The `process/release` request.
+     */
+    "process/release": {
+      params: ProcessReleaseParams;
+      result: ProcessReleaseResult;
+    };
+    /**
      * The `process/resize` request.
      */
     "process/resize": {
@@ -179,6 +208,13 @@ export interface ExecServerProtocol {
     "process/write": {
       params: ProcessWriteParams;
       result: ProcessWriteResult;
+    };
+    /**
+     * The `session/close` request.
+     */
+    "session/close": {
+      params: SessionCloseParams;
+      result: SessionCloseResult;
     };
   };
   /**
@@ -216,6 +252,46 @@ export interface ExecServerProtocol {
  * via the `definition` "InitializedParams".
  */
 export interface InitializedParams {}
+/**
+ * Params of the `process/ack` notification (client to server, SPEC section 13): every
+ * output event of the process with a seq up to `seq` has been consumed.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "ProcessAckNotification".
+ */
+export interface ProcessAckNotification {
+  /**
+   * The process whose output was consumed.
+   */
+  processId: string;
+  /**
+   * The highest seq consumed.
+   */
+  seq: number;
+}
+/**
+ * Params of `fs/chmod`.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "FsChmodParams".
+ */
+export interface FsChmodParams {
+  /**
+   * Permission bits with setuid, setgid and sticky (at most 0o7777), applied exactly.
+   */
+  mode: number;
+  /**
+   * Absolute path of the entry whose mode to set (a symlink is followed).
+   */
+  path: string;
+}
+/**
+ * Result of `fs/chmod`; it has no fields.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "FsChmodResult".
+ */
+export interface FsChmodResult {}
 /**
  * Params of `fs/list`.
  *
@@ -441,6 +517,10 @@ export interface FsWriteParams {
    */
   data: Base64Bytes;
   /**
+   * Fail with `EEXIST` when the path exists, as `O_EXCL` (not with `atomic` or `create: false`).
+   */
+  exclusive?: boolean;
+  /**
    * Permission bits of a file this call creates (default 0o644, applied exactly: no umask).
    */
   mode?: number | null;
@@ -504,6 +584,11 @@ export interface ClientCapabilities {
    * Ask for `process/output` as binary WebSocket frames (SPEC section 11); ignored over stdio.
    */
   binaryOutput?: boolean;
+  /**
+   * Ask for flow control per process (SPEC section 13): the server pushes at most about
+   * this many unacknowledged output bytes per process, 65536 to 67108864.
+   */
+  outputWindowBytes?: number | null;
 }
 /**
  * Result of `initialize`.
@@ -544,6 +629,11 @@ export interface ServerCapabilities {
    * `process/output` arrives as binary WebSocket frames (SPEC section 11).
    */
   binaryOutput: boolean;
+  /**
+   * The output window granted per process (SPEC section 13), or `null` when the client
+   * asked for none: pushes are then limited by the connection's backpressure alone.
+   */
+  outputWindowBytes?: number | null;
 }
 /**
  * Params of `process/closeStdin`.
@@ -729,6 +819,25 @@ export interface OutputChunk {
   stream: Stream;
 }
 /**
+ * Params of `process/release`.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "ProcessReleaseParams".
+ */
+export interface ProcessReleaseParams {
+  /**
+   * The process the client needs nothing more of; it is forgotten once it has closed.
+   */
+  processId: string;
+}
+/**
+ * Result of `process/release`; it has no fields.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "ProcessReleaseResult".
+ */
+export interface ProcessReleaseResult {}
+/**
  * Params of `process/resize`.
  *
  * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
@@ -815,6 +924,11 @@ export interface ProcessStartParams {
    */
   inheritEnv?: boolean;
   /**
+   * For non-tty processes: stderr is the same pipe as stdout (`2>&1`), so all output is
+   * one `stdout` stream in the order the program wrote it. A tty merges both already.
+   */
+  mergeStderr?: boolean;
+  /**
    * For non-tty processes: keep stdin open for `process/write` (otherwise it is `/dev/null`).
    */
   pipeStdin?: boolean;
@@ -828,7 +942,9 @@ export interface ProcessStartParams {
   size?: TerminalSize | null;
   /**
    * Terminate the process (as `process/terminate` with the default grace) once it has run
-   * this many milliseconds; its `process/exited` then says `timedOut: true`. Absent: no limit.
+   * this many milliseconds; its `process/exited` then says `timedOut: true`. The limit
+   * holds until `closed`: members of its group still holding its output open at the
+   * deadline are terminated then. Absent: no limit.
    */
   timeoutMs?: number | null;
   /**
@@ -918,6 +1034,11 @@ export interface ProcessWriteParams {
    */
   processId: string;
   /**
+   * Answer once the whole chunk has been written to the child's stdin (`accepted`) or can
+   * no longer be (`stdinClosed`), instead of when it is queued.
+   */
+  waitWritten?: boolean;
+  /**
    * Idempotency key, 1 to 256 bytes: a retry with an id already accepted is not written again.
    */
   writeId?: string | null;
@@ -935,6 +1056,21 @@ export interface ProcessWriteResult {
   status: WriteStatus;
 }
 /**
+ * Params of `session/close`; it has no fields.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "SessionCloseParams".
+ */
+export interface SessionCloseParams {}
+/**
+ * Result of `session/close`; it has no fields. Written after every process of the
+ * session was terminated, reaped and its last events pushed.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "SessionCloseResult".
+ */
+export interface SessionCloseResult {}
+/**
  * Params of the `process/closed` notification: exited and every stream at end-of-file; the last event.
  *
  * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
@@ -949,6 +1085,11 @@ export interface ProcessClosedNotification {
    * The event's sequence number.
    */
   seq: number;
+  /**
+   * The server ended the process, or members of its group after the leader exited,
+   * because its `timeoutMs` passed.
+   */
+  timedOut?: boolean;
 }
 /**
  * Params of the `process/exited` notification: the child's wait status.
@@ -1013,4 +1154,21 @@ export interface FileErrorData {
    * The symbolic name of the OS error number, e.g. `ENOENT`, `ENOTDIR`, `EACCES`.
    */
   errno: string;
+}
+/**
+ * `data` of a -32000 spawn error: which step failed and its OS error.
+ *
+ * This interface was referenced by `ExecServerProtocol`'s JSON-Schema
+ * via the `definition` "SpawnErrorData".
+ */
+export interface SpawnErrorData {
+  /**
+   * The symbolic name of the OS error number (`ENOENT`, `EACCES`), or `null` when no OS
+   * error applies (an unknown user).
+   */
+  errno: string | null;
+  /**
+   * The step that failed.
+   */
+  step: SpawnStep;
 }

@@ -177,6 +177,7 @@ impl StartOptions {
     /// The `process/start` params, with `process_id` filled in.
     pub(crate) fn into_params(self, process_id: String) -> ProcessStartParams {
         ProcessStartParams {
+            merge_stderr: false,
             process_id,
             argv: self.argv,
             cwd: self.cwd.unwrap_or_else(|| "/".to_owned()),

@@ -130,6 +130,7 @@ impl WriteOptions {
     /// The `fs/write` params.
     pub(crate) fn into_params(self, path: &str, data: Base64Bytes) -> FsWriteParams {
         FsWriteParams {
+            exclusive: false,
             path: path.to_owned(),
             data,
             offset: self.offset,

@@ -342,6 +342,7 @@ impl ExecProcess for LocalProcess {
             .backend
             .session
             .write(ProcessWriteParams {
+                wait_written: false,
                 process_id: self.id.clone(),
                 chunk: data.into(),
                 write_id: None,

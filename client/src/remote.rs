@@ -400,6 +400,7 @@ impl Core {
             client_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             resume_session_id: resume,
             capabilities: Some(ClientCapabilities {
+                output_window_bytes: None,
                 binary_output: self.options.binary_output && self.endpoint.is_ws(),
             }),
         };

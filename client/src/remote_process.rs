@@ -214,6 +214,7 @@ impl ExecProcess for RemoteProcess {
             status = self
                 .client
                 .process_write(ProcessWriteParams {
+                    wait_written: false,
                     process_id: self.id.clone(),
                     chunk: piece.into(),
                     write_id: Some(write_id.to_string()),

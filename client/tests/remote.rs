@@ -501,6 +501,7 @@ async fn file_methods_round_trip() {
     let file = format!("{root}/a/b/f.txt");
     let written = client
         .fs_write(FsWriteParams {
+            exclusive: false,
             path: file.clone(),
             data: b"hello file".into(),
             offset: None,

@@ -714,6 +714,7 @@ mod tests {
     #[test]
     fn bad_combinations_are_invalid_params() {
         let base = FsWriteParams {
+            exclusive: false,
             path: "/f".into(),
             data: Base64Bytes::default(),
             offset: None,

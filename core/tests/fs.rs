@@ -85,6 +85,7 @@ fn read_p(path: &Path, offset: Option<u64>, max_bytes: Option<u64>) -> FsReadPar
 
 fn write_p(path: &Path, data: &[u8]) -> FsWriteParams {
     FsWriteParams {
+        exclusive: false,
         path: s(path),
         data: Base64Bytes::from(data),
         offset: None,

@@ -58,6 +58,7 @@ async fn closed_processes_hold_no_descriptors_and_stdin_costs_what_it_holds() {
     let mut accepted = 0usize;
     loop {
         match s.write(ProcessWriteParams {
+            wait_written: false,
             process_id: "w".into(),
             chunk: one.clone(),
             write_id: None,

@@ -68,6 +68,7 @@ async fn pending_stdin_is_bounded() {
     p.pipe_stdin = true;
     start(&s, p).await;
     let big = s.write(ProcessWriteParams {
+        wait_written: false,
         process_id: "b".into(),
         chunk: "123456789".into(),
         write_id: None,
@@ -105,6 +106,7 @@ async fn write_ids_are_1_to_256_bytes() {
     for bad in [String::new(), "x".repeat(257), "é".repeat(129)] {
         let err = s
             .write(ProcessWriteParams {
+                wait_written: false,
                 process_id: "c".into(),
                 chunk: "a".into(),
                 write_id: Some(bad.clone()),
@@ -115,6 +117,7 @@ async fn write_ids_are_1_to_256_bytes() {
     // Also for an unknown process: the params are checked first.
     let err = s
         .write(ProcessWriteParams {
+            wait_written: false,
             process_id: "nope".into(),
             chunk: "a".into(),
             write_id: Some(String::new()),

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::fs::FileErrorData;
 use crate::names::ErrorCode;
 use crate::table::{Direction, Method, Notification, TableVisitor, visit};
-use crate::types::PROTOCOL_VERSION;
+use crate::types::{PROTOCOL_VERSION, SpawnErrorData};
 
 /// The draft the bundle is written in.
 pub const SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -81,10 +81,16 @@ pub fn schema_bundle() -> Value {
     };
     visit(&mut build);
     // The `data` of error responses that carry one.
-    let error_data: Map<String, Value> = [(
-        ErrorCode::FileError.code().to_string(),
-        reference::<FileErrorData>(&mut build.generator),
-    )]
+    let error_data: Map<String, Value> = [
+        (
+            ErrorCode::SpawnFailed.code().to_string(),
+            reference::<SpawnErrorData>(&mut build.generator),
+        ),
+        (
+            ErrorCode::FileError.code().to_string(),
+            reference::<FileErrorData>(&mut build.generator),
+        ),
+    ]
     .into_iter()
     .collect();
     let mut defs = Value::Object(build.generator.take_definitions(true));

@@ -17,6 +17,7 @@ impl Example for InitializeParams {
             resume_session_id: None,
             capabilities: Some(ClientCapabilities {
                 binary_output: true,
+                output_window_bytes: Some(4 * 1024 * 1024),
             }),
         }
     }
@@ -31,6 +32,7 @@ impl Example for InitializeResult {
             server_version: "0.1.0".into(),
             capabilities: ServerCapabilities {
                 binary_output: true,
+                output_window_bytes: Some(4 * 1024 * 1024),
             },
         }
     }
@@ -63,6 +65,7 @@ impl Example for ProcessStartParams {
             }),
             timeout_ms: Some(60_000),
             user: Some("nobody".into()),
+            merge_stderr: false,
         }
     }
 }
@@ -121,6 +124,7 @@ impl Example for ProcessWriteParams {
             process_id: "p1".into(),
             chunk: Base64Bytes::from("ls\n"),
             write_id: Some("w-17".into()),
+            wait_written: true,
         }
     }
 }
@@ -248,7 +252,43 @@ impl Example for ProcessClosedNotification {
         ProcessClosedNotification {
             process_id: "p1".into(),
             seq: 4,
+            timed_out: false,
         }
+    }
+}
+
+impl Example for ProcessAckNotification {
+    fn example() -> Self {
+        ProcessAckNotification {
+            process_id: "p1".into(),
+            seq: 2,
+        }
+    }
+}
+
+impl Example for ProcessReleaseParams {
+    fn example() -> Self {
+        ProcessReleaseParams {
+            process_id: "p1".into(),
+        }
+    }
+}
+
+impl Example for ProcessReleaseResult {
+    fn example() -> Self {
+        ProcessReleaseResult {}
+    }
+}
+
+impl Example for SessionCloseParams {
+    fn example() -> Self {
+        SessionCloseParams {}
+    }
+}
+
+impl Example for SessionCloseResult {
+    fn example() -> Self {
+        SessionCloseResult {}
     }
 }
 
@@ -283,6 +323,7 @@ impl Example for FsWriteParams {
             append: false,
             truncate: None,
             create: true,
+            exclusive: false,
             mode: Some(0o600),
             atomic: true,
         }
@@ -391,6 +432,21 @@ impl Example for FsRenameParams {
 impl Example for FsRenameResult {
     fn example() -> Self {
         FsRenameResult {}
+    }
+}
+
+impl Example for FsChmodParams {
+    fn example() -> Self {
+        FsChmodParams {
+            path: "/tmp/project/run.sh".into(),
+            mode: 0o755,
+        }
+    }
+}
+
+impl Example for FsChmodResult {
+    fn example() -> Self {
+        FsChmodResult {}
     }
 }
 

@@ -101,6 +101,9 @@ pub struct FsWriteParams {
     /// Create the file when it does not exist (default `true`); `false` makes a missing file ENOENT.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub create: bool,
+    /// Fail with `EEXIST` when the path exists, as `O_EXCL` (not with `atomic` or `create: false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclusive: bool,
     /// Permission bits of a file this call creates (default 0o644, applied exactly: no umask).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 4095))]
@@ -231,3 +234,20 @@ pub struct FsRenameParams {
 /// Result of `fs/rename`; it has no fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FsRenameResult {}
+
+// ---------------------------------------------------------------- fs/chmod
+
+/// Params of `fs/chmod`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FsChmodParams {
+    /// Absolute path of the entry whose mode to set (a symlink is followed).
+    pub path: String,
+    /// Permission bits with setuid, setgid and sticky (at most 0o7777), applied exactly.
+    #[schemars(range(max = 4095))]
+    pub mode: u32,
+}
+
+/// Result of `fs/chmod`; it has no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FsChmodResult {}

@@ -23,9 +23,10 @@ pub use examples::{ExampleKind, ExampleMessage, examples};
 pub use fs::*;
 pub use names::{ErrorCode, method, notification};
 pub use table::{
-    Direction, Example, FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite, Initialize,
-    Initialized, Method, Notification, ProcessCloseStdin, ProcessClosed, ProcessExited,
-    ProcessList, ProcessOutput, ProcessRead, ProcessResize, ProcessSignal, ProcessStart,
-    ProcessTerminate, ProcessWrite, TableVisitor, WireType, method_names, visit,
+    Direction, Example, FsChmod, FsList, FsMkdir, FsRead, FsRemove, FsRename, FsStat, FsWrite,
+    Initialize, Initialized, Method, Notification, ProcessAck, ProcessCloseStdin, ProcessClosed,
+    ProcessExited, ProcessList, ProcessOutput, ProcessRead, ProcessRelease, ProcessResize,
+    ProcessSignal, ProcessStart, ProcessTerminate, ProcessWrite, SessionClose, TableVisitor,
+    WireType, method_names, visit,
 };
 pub use types::*;

@@ -20,6 +20,10 @@ pub mod method {
     pub const PROCESS_TERMINATE: &str = "process/terminate";
     /// `process/list`.
     pub const PROCESS_LIST: &str = "process/list";
+    /// `process/release`.
+    pub const PROCESS_RELEASE: &str = "process/release";
+    /// `session/close`.
+    pub const SESSION_CLOSE: &str = "session/close";
 
     // fs/* (SPEC section 12)
     /// `fs/read`.
@@ -36,6 +40,8 @@ pub mod method {
     pub const FS_REMOVE: &str = "fs/remove";
     /// `fs/rename`.
     pub const FS_RENAME: &str = "fs/rename";
+    /// `fs/chmod`.
+    pub const FS_CHMOD: &str = "fs/chmod";
 }
 
 /// Notification names.
@@ -48,6 +54,8 @@ pub mod notification {
     pub const PROCESS_EXITED: &str = "process/exited";
     /// `process/closed` (server to client).
     pub const PROCESS_CLOSED: &str = "process/closed";
+    /// `process/ack` (client to server): output consumed, for flow control (SPEC section 13).
+    pub const PROCESS_ACK: &str = "process/ack";
 }
 
 /// The JSON-RPC error codes of SPEC section 3.

@@ -118,6 +118,10 @@ table! {
         ProcessTerminate = method::PROCESS_TERMINATE => ProcessTerminateParams, ProcessTerminateResult;
         /// `process/list`: every process the session retains.
         ProcessList = method::PROCESS_LIST => ProcessListParams, ProcessListResult;
+        /// `process/release`: the client needs nothing more of a process; forget it once closed.
+        ProcessRelease = method::PROCESS_RELEASE => ProcessReleaseParams, ProcessReleaseResult;
+        /// `session/close`: end the session now, terminating every process, instead of detaching.
+        SessionClose = method::SESSION_CLOSE => SessionCloseParams, SessionCloseResult;
         // fs/* (SPEC section 12)
         /// `fs/read`: read bytes of a file from an offset.
         FsRead = method::FS_READ => FsReadParams, FsReadResult;
@@ -133,6 +137,8 @@ table! {
         FsRemove = method::FS_REMOVE => FsRemoveParams, FsRemoveResult;
         /// `fs/rename`: rename(2).
         FsRename = method::FS_RENAME => FsRenameParams, FsRenameResult;
+        /// `fs/chmod`: set the permission bits of a path.
+        FsChmod = method::FS_CHMOD => FsChmodParams, FsChmodResult;
     }
     notifications {
         /// `initialized`: the client completes the handshake.
@@ -143,6 +149,8 @@ table! {
         ProcessExited = notification::PROCESS_EXITED, ServerToClient => ProcessExitedNotification;
         /// `process/closed`: the last event of a process.
         ProcessClosed = notification::PROCESS_CLOSED, ServerToClient => ProcessClosedNotification;
+        /// `process/ack`: output of a process consumed up to a seq (flow control, SPEC section 13).
+        ProcessAck = notification::PROCESS_ACK, ClientToServer => ProcessAckNotification;
     }
 }
 

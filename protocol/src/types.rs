@@ -28,6 +28,12 @@ pub const MAX_PROCESS_ID_BYTES: usize = 256;
 /// Maximum length of a `writeId`, in bytes.
 pub const MAX_WRITE_ID_BYTES: usize = 256;
 
+/// Smallest `outputWindowBytes` a client may ask for and a server may grant (SPEC section 13).
+pub const MIN_OUTPUT_WINDOW_BYTES: u64 = 65_536;
+
+/// Largest `outputWindowBytes` a client may ask for (SPEC section 13): 64 MiB.
+pub const MAX_OUTPUT_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
+
 fn is_false(value: &bool) -> bool {
     !*value
 }
@@ -62,6 +68,11 @@ pub struct ClientCapabilities {
     /// Ask for `process/output` as binary WebSocket frames (SPEC section 11); ignored over stdio.
     #[serde(default, skip_serializing_if = "is_false")]
     pub binary_output: bool,
+    /// Ask for flow control per process (SPEC section 13): the server pushes at most about
+    /// this many unacknowledged output bytes per process, 65536 to 67108864.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 65536, max = 67108864))]
+    pub output_window_bytes: Option<u64>,
 }
 
 /// The optional features this connection actually uses, as answered by `initialize`.
@@ -70,6 +81,11 @@ pub struct ClientCapabilities {
 pub struct ServerCapabilities {
     /// `process/output` arrives as binary WebSocket frames (SPEC section 11).
     pub binary_output: bool,
+    /// The output window granted per process (SPEC section 13), or `null` when the client
+    /// asked for none: pushes are then limited by the connection's backpressure alone.
+    #[serde(default)]
+    #[schemars(required, extend("type" = ["integer", "null"]))]
+    pub output_window_bytes: Option<u64>,
 }
 
 /// Result of `initialize`.
@@ -252,7 +268,9 @@ pub struct ProcessStartParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<TerminalSize>,
     /// Terminate the process (as `process/terminate` with the default grace) once it has run
-    /// this many milliseconds; its `process/exited` then says `timedOut: true`. Absent: no limit.
+    /// this many milliseconds; its `process/exited` then says `timedOut: true`. The limit
+    /// holds until `closed`: members of its group still holding its output open at the
+    /// deadline are terminated then. Absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Run as this user (a name or a numeric uid): its uid, primary gid and supplementary
@@ -260,6 +278,10 @@ pub struct ProcessStartParams {
     /// server running as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// For non-tty processes: stderr is the same pipe as stdout (`2>&1`), so all output is
+    /// one `stdout` stream in the order the program wrote it. A tty merges both already.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub merge_stderr: bool,
 }
 
 /// Result of `process/start`.
@@ -347,6 +369,10 @@ pub struct ProcessWriteParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub write_id: Option<String>,
+    /// Answer once the whole chunk has been written to the child's stdin (`accepted`) or can
+    /// no longer be (`stdinClosed`), instead of when it is queued.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub wait_written: bool,
 }
 
 /// Result of `process/write`.
@@ -515,4 +541,87 @@ pub struct ProcessClosedNotification {
     pub process_id: String,
     /// The event's sequence number.
     pub seq: u64,
+    /// The server ended the process, or members of its group after the leader exited,
+    /// because its `timeoutMs` passed.
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// Params of the `process/ack` notification (client to server, SPEC section 13): every
+/// output event of the process with a seq up to `seq` has been consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessAckNotification {
+    /// The process whose output was consumed.
+    pub process_id: String,
+    /// The highest seq consumed.
+    pub seq: u64,
+}
+
+// ---------------------------------------------------------------- process/release, session/close
+
+/// Params of `process/release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessReleaseParams {
+    /// The process the client needs nothing more of; it is forgotten once it has closed.
+    pub process_id: String,
+}
+
+/// Result of `process/release`; it has no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessReleaseResult {}
+
+/// Params of `session/close`; it has no fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionCloseParams {}
+
+/// Result of `session/close`; it has no fields. Written after every process of the
+/// session was terminated, reaped and its last events pushed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionCloseResult {}
+
+// ---------------------------------------------------------------- spawn errors
+
+/// The step of starting a process that failed (`data.step` of a -32000 error): `cwd` (the
+/// working directory), `user` (looking up or switching to the user), `pty` (opening the
+/// terminal), `exec` (the program: not found, not executable) or `setup` (anything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SpawnStep {
+    #[allow(missing_docs)]
+    Cwd,
+    #[allow(missing_docs)]
+    User,
+    #[allow(missing_docs)]
+    Pty,
+    #[allow(missing_docs)]
+    Exec,
+    #[allow(missing_docs)]
+    Setup,
+}
+
+impl SpawnStep {
+    /// The wire name, e.g. `"exec"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SpawnStep::Cwd => "cwd",
+            SpawnStep::User => "user",
+            SpawnStep::Pty => "pty",
+            SpawnStep::Exec => "exec",
+            SpawnStep::Setup => "setup",
+        }
+    }
+}
+
+/// `data` of a -32000 spawn error: which step failed and its OS error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpawnErrorData {
+    /// The step that failed.
+    pub step: SpawnStep,
+    /// The symbolic name of the OS error number (`ENOENT`, `EACCES`), or `null` when no OS
+    /// error applies (an unknown user).
+    #[schemars(required, extend("type" = ["string", "null"]))]
+    pub errno: Option<String>,
 }

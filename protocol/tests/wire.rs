@@ -71,14 +71,14 @@ fn bundle_names_every_method_and_notification() {
         .unwrap()
         .keys()
         .collect();
-    assert_eq!(client, ["initialized"]);
+    assert_eq!(client, ["initialized", "process/ack"]);
 }
 
 #[test]
 fn every_type_has_one_example_snapshot() {
     let examples = examples();
-    // (9 process + 7 fs methods) x (params, result) + 4 notifications.
-    assert_eq!(examples.len(), 36);
+    // (10 process + session/close + 8 fs methods) x (params, result) + 5 notifications.
+    assert_eq!(examples.len(), 43);
     for example in &examples {
         let kind = match example.kind {
             ExampleKind::Params => "params",
@@ -192,28 +192,22 @@ fn names_and_codes() {
 /// The example of SPEC section 10, one message per line (`→` client, `←` server).
 const SPEC_EXAMPLE: &str = r#"
 → {"jsonrpc":"2.0","id":1,"method":"initialize","params":{"clientName":"demo"}}
-← {"jsonrpc":"2.0","id":1,"result":{"sessionId":"6c1d…","protocolVersion":1,"serverName":"exec-server","serverVersion":"0.1.0"}}
+← {"jsonrpc":"2.0","id":1,"result":{"sessionId":"6c1d…","protocolVersion":1,"serverName":"exec-server","serverVersion":"0.1.0","capabilities":{"binaryOutput":false,"outputWindowBytes":null}}}
 → {"jsonrpc":"2.0","method":"initialized"}
 → {"jsonrpc":"2.0","id":2,"method":"process/start","params":{"processId":"p1","argv":["sh","-c","echo hi; echo oops >&2; exit 7"],"cwd":"/tmp","env":{"PATH":"/usr/bin:/bin"}}}
 ← {"jsonrpc":"2.0","id":2,"result":{"processId":"p1","pid":4242}}
 ← {"jsonrpc":"2.0","method":"process/output","params":{"processId":"p1","seq":1,"stream":"stdout","chunk":"aGkK"}}
 ← {"jsonrpc":"2.0","method":"process/output","params":{"processId":"p1","seq":2,"stream":"stderr","chunk":"b29wcwo="}}
-← {"jsonrpc":"2.0","method":"process/exited","params":{"processId":"p1","seq":3,"exitCode":7,"signal":null}}
-← {"jsonrpc":"2.0","method":"process/closed","params":{"processId":"p1","seq":4}}
+← {"jsonrpc":"2.0","method":"process/exited","params":{"processId":"p1","seq":3,"exitCode":7,"signal":null,"timedOut":false}}
+← {"jsonrpc":"2.0","method":"process/closed","params":{"processId":"p1","seq":4,"timedOut":false}}
 → {"jsonrpc":"2.0","id":3,"method":"process/read","params":{"processId":"p1","afterSeq":0}}
-← {"jsonrpc":"2.0","id":3,"result":{"chunks":[{"seq":1,"stream":"stdout","chunk":"aGkK"},{"seq":2,"stream":"stderr","chunk":"b29wcwo="}],"nextSeq":5,"exited":true,"exitCode":7,"signal":null,"closed":true,"truncated":false,"evictedBytes":0,"failure":null}}
+← {"jsonrpc":"2.0","id":3,"result":{"chunks":[{"seq":1,"stream":"stdout","chunk":"aGkK"},{"seq":2,"stream":"stderr","chunk":"b29wcwo="}],"nextSeq":5,"exited":true,"exitCode":7,"signal":null,"closed":true,"timedOut":false,"truncated":false,"evictedBytes":0,"failure":null}}
 "#;
 
-/// Parses `value` as `T` and checks that serializing it gives the same JSON back,
-/// plus the `added` fields (result fields added to version 1 after SPEC section 10
-/// was written, which the server always sends).
-fn parses_exactly<T: WireType>(value: &Value, added: &[(&str, Value)]) {
+/// Parses `value` as `T` and checks that serializing it gives the same JSON back.
+fn parses_exactly<T: WireType>(value: &Value) {
     let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{value}: {e}"));
-    let mut want = value.clone();
-    for (name, field) in added {
-        want[*name] = field.clone();
-    }
-    assert_eq!(serde_json::to_value(&typed).unwrap(), want);
+    assert_eq!(&serde_json::to_value(&typed).unwrap(), value);
 }
 
 /// The repository's copy of the wire contract.
@@ -258,8 +252,8 @@ fn spec_section_10_messages_parse() {
             (true, Some(name), Some(id)) => {
                 methods_by_id.insert(id.to_string(), name.to_owned());
                 match name {
-                    method::INITIALIZE => parses_exactly::<InitializeParams>(&params, &[]),
-                    method::PROCESS_START => parses_exactly::<ProcessStartParams>(&params, &[]),
+                    method::INITIALIZE => parses_exactly::<InitializeParams>(&params),
+                    method::PROCESS_START => parses_exactly::<ProcessStartParams>(&params),
                     method::PROCESS_READ => {
                         let read: ProcessReadParams = serde_json::from_value(params).unwrap();
                         assert_eq!(read.after_seq, 0);
@@ -269,32 +263,23 @@ fn spec_section_10_messages_parse() {
             }
             (true, Some(name), None) => {
                 assert_eq!(name, notification::INITIALIZED);
-                parses_exactly::<InitializedParams>(&params, &[]);
+                parses_exactly::<InitializedParams>(&params);
             }
             (false, None, Some(id)) => match methods_by_id[&id.to_string()].as_str() {
-                method::INITIALIZE => parses_exactly::<InitializeResult>(
-                    &message["result"],
-                    &[("capabilities", json!({"binaryOutput": false}))],
-                ),
-                method::PROCESS_START => {
-                    parses_exactly::<ProcessStartResult>(&message["result"], &[])
-                }
-                method::PROCESS_READ => parses_exactly::<ProcessReadResult>(
-                    &message["result"],
-                    &[("timedOut", json!(false))],
-                ),
+                method::INITIALIZE => parses_exactly::<InitializeResult>(&message["result"]),
+                method::PROCESS_START => parses_exactly::<ProcessStartResult>(&message["result"]),
+                method::PROCESS_READ => parses_exactly::<ProcessReadResult>(&message["result"]),
                 other => panic!("no check for {other}"),
             },
             (false, Some(name), None) => match name {
                 notification::PROCESS_OUTPUT => {
-                    parses_exactly::<ProcessOutputNotification>(&params, &[])
+                    parses_exactly::<ProcessOutputNotification>(&params)
                 }
-                notification::PROCESS_EXITED => parses_exactly::<ProcessExitedNotification>(
-                    &params,
-                    &[("timedOut", json!(false))],
-                ),
+                notification::PROCESS_EXITED => {
+                    parses_exactly::<ProcessExitedNotification>(&params)
+                }
                 notification::PROCESS_CLOSED => {
-                    parses_exactly::<ProcessClosedNotification>(&params, &[])
+                    parses_exactly::<ProcessClosedNotification>(&params)
                 }
                 other => panic!("unexpected notification {other}"),
             },
@@ -328,6 +313,7 @@ fn fs_defaults_follow_the_spec() {
             append: false,
             truncate: None,
             create: true,
+            exclusive: false,
             mode: None,
             atomic: false,
         }
@@ -372,13 +358,27 @@ fn fs_schema_rejects_what_serde_rejects() {
 }
 
 #[test]
-fn the_file_error_data_is_in_the_bundle() {
+fn the_error_data_types_are_in_the_bundle() {
     let bundle = schema_bundle();
     assert_eq!(bundle["x-errorCodes"]["-32020"], "file error");
     assert_eq!(
         bundle["x-errorData"],
-        json!({"-32020": {"$ref": "#/$defs/FileErrorData"}})
+        json!({
+            "-32000": {"$ref": "#/$defs/SpawnErrorData"},
+            "-32020": {"$ref": "#/$defs/FileErrorData"},
+        })
     );
+    let spawn = validator_for("SpawnErrorData");
+    for data in [
+        json!({"step": "exec", "errno": "ENOENT"}),
+        json!({"step": "user", "errno": null}),
+    ] {
+        assert!(spawn.is_valid(&data), "{data}");
+        let typed: SpawnErrorData = serde_json::from_value(data.clone()).unwrap();
+        assert_eq!(serde_json::to_value(typed).unwrap(), data);
+    }
+    assert!(!spawn.is_valid(&json!({"step": "fork", "errno": null})));
+    assert!(!spawn.is_valid(&json!({"step": "cwd"})));
     let data = serde_json::to_value(FileErrorData {
         errno: "ENOENT".into(),
     })

@@ -116,7 +116,10 @@ impl ConnectionShared {
             protocol_version: PROTOCOL_VERSION,
             server_name: SERVER_NAME.to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: ServerCapabilities { binary_output },
+            capabilities: ServerCapabilities {
+                output_window_bytes: None,
+                binary_output,
+            },
         })
     }
 

@@ -165,6 +165,7 @@ mod tests {
             Message::Text(notification_json(&out))
         );
         let closed = Event::Closed(ProcessClosedNotification {
+            timed_out: false,
             process_id: "p1".into(),
             seq: 8,
         });
@@ -200,6 +201,7 @@ mod tests {
             json!({"jsonrpc":"2.0","method":notification::PROCESS_EXITED,"params":{"processId":"p1","seq":2,"exitCode":137,"signal":"SIGKILL","timedOut":false}})
         );
         let closed = Event::Closed(ProcessClosedNotification {
+            timed_out: false,
             process_id: "p1".into(),
             seq: 3,
         });

@@ -242,17 +242,18 @@ impl Process {
         }
         em.closed = true;
         em.sink.refresh();
-        let seq = {
+        let (seq, timed_out) = {
             let mut st = lock(&self.state);
             st.closed = true;
             self.forget_when_done(&st);
-            st.take_seq()
+            (st.take_seq(), st.timed_out)
         };
         self.changed.send_replace(());
         em.sink
             .push(Event::Closed(ProcessClosedNotification {
                 process_id: self.id.clone(),
                 seq,
+                timed_out,
             }))
             .await;
     }

@@ -469,6 +469,7 @@ mod tests {
     async fn a_child_whose_setup_fails_is_killed_and_reaped_before_the_error() {
         let marker = format!("1000.{}", std::process::id());
         let params = ProcessStartParams {
+            merge_stderr: false,
             process_id: "p".into(),
             argv: vec!["sleep".into(), marker.clone()],
             cwd: "/".into(),

@@ -19,6 +19,7 @@ pub fn env_path() -> BTreeMap<String, String> {
 
 pub fn params(id: &str, argv: &[&str]) -> ProcessStartParams {
     ProcessStartParams {
+        merge_stderr: false,
         process_id: id.to_string(),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         cwd: "/".to_string(),
@@ -157,6 +158,7 @@ pub fn exited(id: &str, seq: u64, exit_code: i32, signal: Option<&str>) -> Event
 
 pub fn closed(id: &str, seq: u64) -> Event {
     Event::Closed(ProcessClosedNotification {
+        timed_out: false,
         process_id: id.to_string(),
         seq,
     })
@@ -236,6 +238,7 @@ pub fn session() -> Arc<Session> {
 /// `process/write` of `bytes`; the status.
 pub fn write(s: &Session, id: &str, bytes: &str, write_id: Option<&str>) -> WriteStatus {
     s.write(ProcessWriteParams {
+        wait_written: false,
         process_id: id.into(),
         chunk: bytes.into(),
         write_id: write_id.map(str::to_string),

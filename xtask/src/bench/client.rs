@@ -152,6 +152,7 @@ impl Client {
             client_version: None,
             resume_session_id: None,
             capabilities: binary.then_some(ClientCapabilities {
+                output_window_bytes: None,
                 binary_output: true,
             }),
         };
@@ -217,6 +218,7 @@ impl Client {
     /// Sends `process/start` for `argv` and returns the request id.
     pub async fn start(&mut self, process_id: &str, argv: &[&str], tty: bool) -> Result<u64> {
         let params = ProcessStartParams {
+            merge_stderr: false,
             process_id: process_id.into(),
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             cwd: "/".into(),
@@ -235,6 +237,7 @@ impl Client {
     /// Sends `process/write` of `bytes` and returns the request id.
     pub async fn write(&mut self, process_id: &str, bytes: &[u8]) -> Result<u64> {
         let params = ProcessWriteParams {
+            wait_written: false,
             process_id: process_id.into(),
             chunk: Base64Bytes::from(bytes),
             write_id: None,
@@ -353,6 +356,7 @@ impl Decoder {
                 timed_out: p.timed_out,
             })),
             notification::PROCESS_CLOSED => Ok(Incoming::Closed(ProcessClosedNotification {
+                timed_out: false,
                 process_id: p.process_id.into_owned(),
                 seq: p.seq,
             })),
@@ -401,6 +405,7 @@ mod tests {
         assert!(matches!(parse(message).1, Incoming::Exited(e) if e == exited));
 
         let closed = ProcessClosedNotification {
+            timed_out: false,
             process_id: "p".into(),
             seq: 11,
         };
