@@ -81,9 +81,18 @@ impl ServerProc {
 
     /// [`ServerProc::ws`] with extra environment variables.
     pub async fn ws_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
-        let mut command = serve_command(Kind::Ws, extra);
+        ServerProc::start_env(Kind::Ws, extra, env).await
+    }
+
+    /// [`ServerProc::start`] with extra environment variables.
+    pub async fn start_env(
+        kind: Kind,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<ServerProc> {
+        let mut command = serve_command(kind, extra);
         command.envs(env.iter().copied());
-        ServerProc::launch(Kind::Ws, command).await
+        ServerProc::launch(kind, command).await
     }
 
     /// Spawns `command` (from [`serve_command`]); a ws server's URL line is read, and

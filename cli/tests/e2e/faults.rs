@@ -1,12 +1,13 @@
 //! Faults of the server and of its children: SIGKILL to the server, a member that ignores
 //! SIGTERM and holds no pipe, a stopped child, a child that closes stdout early, a daemon
-//! that leaves the group, and the token kept from children.
+//! that leaves the group, the token kept from children (their environment and `/proc`),
+//! and the open-files limit children get.
 
 use exec_server_protocol::{method, notification};
 use serde_json::json;
 
 use crate::client::{
-    Kind, ServerProc, alive, group_members, output_of, processes_with_arg, wait_until,
+    Kind, ServerProc, alive, group_members, output_of, processes_with_arg, stat_fields, wait_until,
 };
 
 fn kill_all(pids: &[u32]) {
@@ -201,8 +202,13 @@ async fn a_daemon_that_leaves_the_group_does_not_hold_up_cleanup() -> anyhow::Re
     c.start("d", &["sh", "-c", &script], json!({})).await;
     let first = c.notification().await;
     assert_eq!(output_of(&[first]), b"started\n");
-    wait_until("the daemon to run", || {
-        !processes_with_arg(&marker).is_empty()
+    // Its argv holds the marker from the exec of `setsid` on, before it has left the
+    // group: wait until it leads a session of its own, or the cleanup below may catch it
+    // still in the group (and kill it, rightly).
+    wait_until("the daemon to leave the group", || {
+        processes_with_arg(&marker)
+            .iter()
+            .any(|pid| stat_fields(*pid).is_some_and(|f| f.get(3) == Some(&pid.to_string())))
     })
     .await;
     c.close().await?;

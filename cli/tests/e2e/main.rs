@@ -7,6 +7,7 @@ mod abuse;
 mod binary;
 mod client;
 mod cp;
+mod failed_starts;
 mod faults;
 mod fs;
 mod regressions;

@@ -113,6 +113,11 @@ pub(crate) fn spawn(spec: &ChildSpec<'_>) -> io::Result<i32> {
     drop(stack);
     let step = shared.step.load(Ordering::SeqCst);
     if step != 0 {
+        // The child may have announced itself to the guardian before the step that
+        // failed: withdraw the id before the reap frees it (withdrawing an id the guardian
+        // never heard of changes nothing), so an unrelated process that gets this pid next
+        // is never signalled.
+        guardian::withdraw(pid);
         sys::reap_blocking(pid);
         let errno = shared.errno.load(Ordering::SeqCst);
         let err = io::Error::from_raw_os_error(errno);
