@@ -1,5 +1,6 @@
-//! The account a child runs as (`process/start` `user`): looked up before forking, applied in
-//! the forked child with async-signal-safe calls only.
+//! The account a child runs as (`process/start` `user`): looked up before the clone (on the
+//! blocking pool: the lookup may ask a directory service), applied in the clone child with
+//! raw system calls only.
 
 use std::ffi::{CStr, CString, OsString};
 use std::io;

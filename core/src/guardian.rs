@@ -3,10 +3,13 @@
 //!
 //! The server starts it once, before any other thread exists, with the read end of a
 //! pipe as its stdin; the server keeps the only write end (close-on-exec, so no child
-//! holds it). Every child announces itself on that pipe from its pre-exec hook (`+PID`),
-//! before it can fork anything, and the server withdraws an id (`-PID`) just before it
-//! reaps the leader, i.e. once the group and session of that id have no live member
-//! left, so the guardian never holds an id that could have been reused. When the pipe
+//! holds it). Every child announces itself on that pipe (`+PID`) from the clone child
+//! (`spawn/child.rs`), once it leads its new group or session and before it execs, so
+//! before it can fork anything. The server withdraws an id (`-PID`) before every reap of
+//! an announced child: a leader once its group and session have no live member left, a
+//! start that failed after the announcement (its exec, its directory, its user) and a
+//! child killed because setting it up failed. So the guardian never holds an id that could
+//! have been reused, and never signals one (SPEC 7.6). When the pipe
 //! reaches end-of-file the server is gone, whatever killed it: the guardian sends
 //! SIGTERM (and SIGCONT) to every process whose group or session it holds, SIGKILL to
 //! what is left after half a second, and exits. The guardian runs in a session of its
@@ -149,16 +152,17 @@ fn send(sign: u8, pid: i32) {
     }
 }
 
-/// In a forked child before exec (async-signal-safe): announce this process (the leader
-/// of a new group, and of a new session under a tty) to the guardian. Call it before the
-/// signal dispositions are reset: the server ignores SIGPIPE, so a dead guardian cannot
-/// kill the child here.
+/// In the clone child before exec (one raw `write`): announce this process (the leader of
+/// a new group, and of a new session under a tty) to the guardian. Call it with every
+/// signal blocked: a dead guardian then leaves a SIGPIPE pending instead of killing the
+/// child, and the caller discards it.
 pub(crate) fn announce_in_child() {
     // SAFETY: getpid is async-signal-safe.
     send(b'+', unsafe { libc::getpid() });
 }
 
-/// Withdraw `pid` before reaping it: its group and session have no live member left.
+/// Withdraw `pid` before reaping it (a leader whose group and session have no live member
+/// left, or a child whose start failed): after the reap the id may be reused.
 pub(crate) fn withdraw(pid: i32) {
     send(b'-', pid);
 }

@@ -26,7 +26,7 @@ static SUBREAPER: AtomicBool = AtomicBool::new(false);
 /// Children that are not orphans: leaders still owned by a `Process` (and the guardian).
 static OWNED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
-/// Held (shared) from before a fork until the new leader is registered; taken exclusively
+/// Held (shared) from before a clone until the new leader is registered; taken exclusively
 /// by the orphan reaper, so it never reaps a leader it has not heard of yet.
 static SPAWN_GATE: RwLock<()> = RwLock::new(());
 

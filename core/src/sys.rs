@@ -376,7 +376,7 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
-// ---------------------------------------------------------------- in a forked child
+// ---------------------------------------------------------------- in a child before exec
 
 /// In a forked child before exec (async-signal-safe calls only): every signal back to
 /// its default action, so a child of a server started with SIGINT ignored (a background
@@ -403,7 +403,8 @@ pub(crate) fn reset_signals_in_child() {
     }
 }
 
-/// In a forked child before exec (async-signal-safe calls only): mark every descriptor
+/// In a child before exec (the guardian's forked child, or a clone child sharing the
+/// server's memory: async-signal-safe calls only, no allocation): mark every descriptor
 /// from 3 up close-on-exec, so descriptors the server inherited without that flag never
 /// reach the program (a stray pipe end there could keep some reader from seeing EOF).
 /// Marked rather than closed so the standard library's exec-error pipe keeps working.
