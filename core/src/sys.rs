@@ -353,7 +353,19 @@ pub(crate) fn signal_number(signal: Signal) -> i32 {
     }
 }
 
-/// Raise RLIMIT_NOFILE's soft limit to the hard limit (1000 processes need ~3000 fds).
+/// The RLIMIT_NOFILE the server was started with, when [`raise_fd_limit`] raised it:
+/// children get it back before they exec.
+static ORIGINAL_FD_LIMIT: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// The open-files limit a child must be given back (the one the server was started with),
+/// when the server raised its own.
+pub(crate) fn original_fd_limit() -> Option<libc::rlimit> {
+    ORIGINAL_FD_LIMIT.get().copied()
+}
+
+/// Raise RLIMIT_NOFILE's soft limit to the hard limit (1000 processes need ~3000 fds),
+/// remembering the original for the children (a program may rely on its usual limit:
+/// `select` cannot take descriptors above 1023).
 pub(crate) fn raise_fd_limit() {
     // SAFETY: rlimit is plain old data filled by getrlimit.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
@@ -362,6 +374,7 @@ pub(crate) fn raise_fd_limit() {
         return;
     }
     if lim.rlim_cur < lim.rlim_max {
+        let _ = ORIGINAL_FD_LIMIT.set(lim);
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
@@ -377,6 +390,25 @@ pub(crate) fn raise_fd_limit() {
 }
 
 // ---------------------------------------------------------------- in a child before exec
+
+/// In the clone child before exec (one raw system call): set RLIMIT_NOFILE to `limit`.
+/// Limits belong to the child's own process, so the server's stay as they are.
+pub(crate) fn set_fd_limit_in_child(limit: &libc::rlimit) -> io::Result<()> {
+    // SAFETY: prlimit64 on the calling process with a valid new limit and no old one.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            limit as *const libc::rlimit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// In a forked child before exec (async-signal-safe calls only): every signal back to
 /// its default action, so a child of a server started with SIGINT ignored (a background

@@ -7,7 +7,8 @@ use exec_server_protocol::{method, notification};
 use serde_json::json;
 
 use crate::client::{
-    Kind, ServerProc, alive, group_members, output_of, processes_with_arg, stat_fields, wait_until,
+    Kind, ServerProc, alive, check, group_members, output_of, processes_with_arg, spawn_with,
+    stat_fields, wait_until,
 };
 
 fn kill_all(pids: &[u32]) {
@@ -250,6 +251,63 @@ async fn the_token_never_reaches_a_child() -> anyhow::Result<()> {
         "{text}"
     );
     Ok(())
+}
+
+/// The server raises its own RLIMIT_NOFILE soft limit to the hard one; its children get
+/// the soft limit the server was started with.
+async fn children_get_the_open_files_limit_the_server_was_started_with(
+    kind: Kind,
+) -> anyhow::Result<()> {
+    let mut hard: libc::rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) })?;
+    if hard.rlim_max <= 300 {
+        eprintln!("skipped: the hard open-files limit is too low to lower the soft one");
+        return Ok(());
+    }
+    let max = hard.rlim_max;
+    let mut server = spawn_with(kind, &[], move || {
+        let lowered = libc::rlimit {
+            rlim_cur: 300,
+            rlim_max: max,
+        };
+        // SAFETY: setrlimit with a valid struct, between fork and exec.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) })
+    })
+    .await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    c.start("limit", &["sh", "-c", "ulimit -n"], json!({}))
+        .await;
+    let events = c.events_until_closed("limit").await;
+    assert_eq!(String::from_utf8(output_of(&events))?, "300\n");
+    c.start("tty", &["sh", "-c", "ulimit -n"], json!({"tty": true}))
+        .await;
+    let events = c.events_until_closed("tty").await;
+    assert_eq!(String::from_utf8(output_of(&events))?, "300\r\n");
+    // The server itself runs with the raised limit.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default();
+    let soft: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(soft, [max.to_string(), max.to_string()], "{line}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn children_get_the_open_files_limit_the_server_was_started_with_stdio() -> anyhow::Result<()>
+{
+    children_get_the_open_files_limit_the_server_was_started_with(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn children_get_the_open_files_limit_the_server_was_started_with_ws() -> anyhow::Result<()> {
+    children_get_the_open_files_limit_the_server_was_started_with(Kind::Ws).await
 }
 
 #[tokio::test]

@@ -49,6 +49,9 @@ pub(crate) struct ChildSpec<'a> {
     pub stdio: [RawFd; 3],
     pub group: Group,
     pub account: Option<&'a Account>,
+    /// The open-files limit to give the child (the server's original, when it raised its
+    /// own).
+    pub fd_limit: Option<libc::rlimit>,
 }
 
 /// What the child reports when a step fails: which step, and its errno.
@@ -59,7 +62,7 @@ struct Shared<'a> {
 }
 
 /// The steps of the child, for error messages (index = the step number `fail` records).
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "",
     "creating the process group or session",
     "setting up stdio",
@@ -67,6 +70,7 @@ const STEPS: [&str; 7] = [
     "entering the working directory",
     "switching user",
     "exec",
+    "restoring the open-files limit",
 ];
 
 /// A signal set as the kernel takes it: one bit per signal, 64 signals (glibc's
@@ -333,6 +337,11 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
             );
         }
         sys::cloexec_from_3_in_child();
+        if let Some(limit) = &spec.fd_limit
+            && sys::set_fd_limit_in_child(limit).is_err()
+        {
+            return fail(7);
+        }
         if libc::chdir(spec.cwd.as_ptr()) < 0 {
             return fail(4);
         }

@@ -244,6 +244,7 @@ impl Image<'_> {
             stdio,
             group,
             account: self.account.as_ref(),
+            fd_limit: sys::original_fd_limit(),
         };
         let gate = reaper::spawn_gate();
         let pid = child::spawn(&spec).map_err(|e| spawn_failed(self.argv0, e))?;
