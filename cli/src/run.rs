@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use exec_server_client::{
     Client, ConnectOptions, Error, ErrorCode, ExecBackend, ExecProcess, ProcessEvent,
-    ReconnectPolicy, RemoteBackend, Signal, StartOptions, Stream, WriteStatus,
+    ReconnectPolicy, RemoteBackend, Signal, SpawnErrorData, SpawnStep, StartOptions, Stream,
+    WriteStatus,
 };
 
 use crate::fdio::{self, FdWriter};
@@ -36,7 +37,8 @@ pub struct ServerArgs {
 #[command(after_help = "\
 Exit status: the command's own, or 128+N when signal N ended it; 124 when --timeout \
 ended it (as GNU timeout); 127 when the server cannot find the program, 126 when it \
-cannot start it; 255 when `run` itself fails (no server, lost connection).")]
+cannot start it (not executable, no such working directory, the user cannot be \
+switched); 255 when `run` itself fails (no server, lost connection).")]
 pub struct RunArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -199,13 +201,37 @@ pub(crate) async fn connect(args: &ServerArgs, options: ConnectOptions) -> anyho
         .context("cannot connect to the server")
 }
 
-/// The exit status for a program the server could not start (as a shell gives it).
+/// The exit status for a program the server could not start, from the step and errno
+/// the error carries (SPEC 3), as a shell gives it: 127 only when the program is not found,
+/// 126 when it cannot be started (not executable, its working directory, its user, its
+/// terminal).
 fn spawn_failure_code(error: &Error) -> i32 {
-    match error {
-        Error::Rpc { message, .. } if message.contains("os error 2)") => 127,
-        Error::Rpc { .. } => 126,
-        _ => FAILURE,
+    match error.spawn_data() {
+        Some(SpawnErrorData {
+            step: SpawnStep::Exec,
+            errno: Some(errno),
+        }) if errno == "ENOENT" => 127,
+        _ => 126,
     }
+}
+
+/// Whether the server refused the start because of its working directory.
+fn cwd_failed(error: &Error) -> bool {
+    error.spawn_data().is_some_and(|d| d.step == SpawnStep::Cwd)
+}
+
+/// What `run` says when the working directory is why the command could not start.
+fn cwd_message(error: &Error, cwd: &str) -> String {
+    let reason = match error.spawn_data().and_then(|d| d.errno).as_deref() {
+        Some("ENOENT") => "does not exist on the server".to_owned(),
+        Some("ENOTDIR") => "is not a directory on the server".to_owned(),
+        Some("EACCES") => "cannot be entered on the server (permission denied)".to_owned(),
+        _ => match error {
+            Error::Rpc { message, .. } => format!("cannot be entered on the server: {message}"),
+            other => format!("cannot be entered on the server: {other}"),
+        },
+    };
+    format!("the working directory {cwd:?} {reason}")
 }
 
 async fn start(backend: &RemoteBackend, args: &RunArgs) -> Result<Arc<dyn ExecProcess>, Failure> {
@@ -237,24 +263,28 @@ async fn start(backend: &RemoteBackend, args: &RunArgs) -> Result<Arc<dyn ExecPr
         },
     };
     let first = backend.start(options.clone().cwd(cwd.clone())).await;
-    let result = match first {
-        Err(e)
-            if fallback
-                && e.code() == Some(ErrorCode::SpawnFailed)
-                && e.to_string().contains(&format!("cwd {cwd:?}")) =>
-        {
+    let (result, cwd) = match first {
+        Err(e) if fallback && cwd_failed(&e) => {
             // The server has no such directory: run in its root instead.
-            backend.start(options.cwd("/")).await
+            (backend.start(options.cwd("/")).await, "/".to_owned())
         }
-        other => other,
+        other => (other, cwd),
     };
-    result.map_err(|e| Failure {
-        code: if e.code() == Some(ErrorCode::SpawnFailed) {
-            spawn_failure_code(&e)
+    let command = &args.command[0];
+    result.map_err(|e| {
+        if e.code() != Some(ErrorCode::SpawnFailed) {
+            return Failure {
+                code: FAILURE,
+                error: anyhow::Error::new(e).context(format!("cannot run {command:?}")),
+            };
+        }
+        let code = spawn_failure_code(&e);
+        let error = if cwd_failed(&e) {
+            anyhow::anyhow!("cannot run {command:?}: {}", cwd_message(&e, &cwd))
         } else {
-            FAILURE
-        },
-        error: anyhow::Error::new(e).context(format!("cannot run {:?}", args.command[0])),
+            anyhow::Error::new(e).context(format!("cannot run {command:?}"))
+        };
+        Failure { code, error }
     })
 }
 

@@ -1,6 +1,6 @@
 //! The one error type of the client crate.
 
-use exec_server_protocol::{ErrorCode, FileErrorData};
+use exec_server_protocol::{ErrorCode, FileErrorData, SpawnErrorData};
 
 /// Everything a client call can fail with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,6 +63,20 @@ impl Error {
         }
     }
 
+    /// For a spawn error (-32000): its `data`, the step that failed (`exec`, `cwd`, `user`,
+    /// …) and the OS error's symbolic name, so a missing program (`exec`, `ENOENT`) can be
+    /// told from a missing working directory.
+    pub fn spawn_data(&self) -> Option<SpawnErrorData> {
+        match self {
+            Error::Rpc {
+                code,
+                data: Some(data),
+                ..
+            } if *code == ErrorCode::SpawnFailed.code() => serde_json::from_str(data).ok(),
+            _ => None,
+        }
+    }
+
     /// Whether the transport was lost (a resume may help).
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected(_))
@@ -86,7 +100,7 @@ impl From<exec_server_core::Error> for Error {
                 errno: (*errno).to_owned(),
             })
             .ok(),
-            _ => None,
+            _ => e.spawn_data().and_then(|d| serde_json::to_string(&d).ok()),
         };
         Error::Rpc {
             code: e.code().code(),

@@ -51,5 +51,5 @@ pub use remote_process::{RemoteBackend, RemoteProcess};
 /// The protocol's types that appear in this crate's API.
 pub use exec_server_protocol::{
     Base64Bytes, ErrorCode, FileKind, FsEntry, FsReadResult, FsStatResult, ProcessInfo,
-    ProcessReadResult, Signal, Stream, TerminalSize, WriteStatus,
+    ProcessReadResult, Signal, SpawnErrorData, SpawnStep, Stream, TerminalSize, WriteStatus,
 };

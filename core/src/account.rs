@@ -6,6 +6,8 @@ use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 
+use exec_server_protocol::SpawnStep;
+
 use crate::Error;
 
 /// A user account from the password database.
@@ -106,18 +108,19 @@ fn group_list(name: &OsString, gid: libc::gid_t) -> io::Result<Vec<libc::gid_t>>
     }
 }
 
-/// The account to run as, or `None` when `user` names the server's own user (nothing to
-/// switch). -32000 for an unknown user or a server that cannot switch users.
+/// The account to run as. -32000 (step `user`) for an unknown user or a server that cannot
+/// switch users.
 pub(crate) fn resolve(user: &str) -> Result<Account, Error> {
     let account = lookup(user)
-        .map_err(|e| Error::SpawnFailed(format!("looking up user {user:?}: {e}")))?
-        .ok_or_else(|| Error::SpawnFailed(format!("unknown user {user:?}")))?;
+        .map_err(|e| Error::spawn_os(SpawnStep::User, &format!("looking up user {user:?}"), &e))?
+        .ok_or_else(|| Error::spawn(SpawnStep::User, format!("unknown user {user:?}")))?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 && euid != account.uid {
-        return Err(Error::SpawnFailed(format!(
-            "cannot run as user {user:?}: only a server running as root can switch users"
-        )));
+        return Err(Error::spawn(
+            SpawnStep::User,
+            format!("cannot run as user {user:?}: only a server running as root can switch users"),
+        ));
     }
     Ok(account)
 }
@@ -167,7 +170,7 @@ mod tests {
         let err = resolve("no-such-user-xyz").unwrap_err();
         assert_eq!(
             err,
-            Error::SpawnFailed("unknown user \"no-such-user-xyz\"".into())
+            Error::spawn(SpawnStep::User, "unknown user \"no-such-user-xyz\"".into())
         );
     }
 }

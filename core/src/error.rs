@@ -1,6 +1,6 @@
 //! The one error type of core, and its mapping to the SPEC's JSON-RPC error codes.
 
-use exec_server_protocol::ErrorCode;
+use exec_server_protocol::{ErrorCode, SpawnErrorData, SpawnStep};
 
 /// The one error enum of core. [`Error::code`] is the single place that maps to SPEC codes;
 /// `Display` is the JSON-RPC error message.
@@ -12,9 +12,18 @@ pub enum Error {
     /// -32600: duplicate `processId`, resize of a process without a tty.
     #[error("{0}")]
     InvalidRequest(String),
-    /// -32000: the OS refused to start the program; the message carries the OS error text.
-    #[error("{0}")]
-    SpawnFailed(String),
+    /// -32000: the OS refused to start the program: which step failed, its errno's name,
+    /// and the message with what failed and the OS error text.
+    #[error("{message}")]
+    SpawnFailed {
+        /// The step that failed (`data.step`).
+        step: SpawnStep,
+        /// The errno's symbolic name (`data.errno`), `None` when no OS error applies (an
+        /// unknown user).
+        errno: Option<&'static str>,
+        /// What failed and the OS error text.
+        message: String,
+    },
     /// -32001: a configured limit was reached; the message names the limit.
     #[error("{0}")]
     LimitReached(String),
@@ -41,11 +50,40 @@ impl Error {
         match self {
             Error::InvalidParams(_) => ErrorCode::InvalidParams,
             Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
-            Error::SpawnFailed(_) => ErrorCode::SpawnFailed,
+            Error::SpawnFailed { .. } => ErrorCode::SpawnFailed,
             Error::LimitReached(_) => ErrorCode::LimitReached,
             Error::ProcessNotFound(_) => ErrorCode::ProcessNotFound,
             Error::Internal(_) => ErrorCode::InternalError,
             Error::File { .. } => ErrorCode::FileError,
+        }
+    }
+
+    /// For a spawn error (-32000): its `data`, the step that failed and its errno's name.
+    pub fn spawn_data(&self) -> Option<SpawnErrorData> {
+        match self {
+            Error::SpawnFailed { step, errno, .. } => Some(SpawnErrorData {
+                step: *step,
+                errno: errno.map(str::to_owned),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A spawn error at `step` with no OS error behind it.
+    pub(crate) fn spawn(step: SpawnStep, message: String) -> Error {
+        Error::SpawnFailed {
+            step,
+            errno: None,
+            message,
+        }
+    }
+
+    /// A spawn error at `step` caused by the OS error `err`: `what: err` as the message.
+    pub(crate) fn spawn_os(step: SpawnStep, what: &str, err: &std::io::Error) -> Error {
+        Error::SpawnFailed {
+            step,
+            errno: err.raw_os_error().map(crate::fs::errno::errno_name),
+            message: format!("{what}: {err}"),
         }
     }
 }
@@ -59,7 +97,7 @@ mod tests {
         let cases = [
             (Error::InvalidParams("a".into()), -32602),
             (Error::InvalidRequest("b".into()), -32600),
-            (Error::SpawnFailed("c".into()), -32000),
+            (Error::spawn(SpawnStep::User, "c".into()), -32000),
             (Error::LimitReached("d".into()), -32001),
             (Error::ProcessNotFound("e".into()), -32004),
             (Error::Internal("f".into()), -32603),
@@ -81,5 +119,31 @@ mod tests {
             .map(|((_, code), msg)| (*code, msg.to_string()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_spawn_error_carries_its_step_and_errno_name() {
+        let err = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let e = Error::spawn_os(SpawnStep::Cwd, "cwd \"/x\"", &err);
+        assert_eq!(
+            e.to_string(),
+            "cwd \"/x\": No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            e.spawn_data(),
+            Some(SpawnErrorData {
+                step: SpawnStep::Cwd,
+                errno: Some("ENOENT".into())
+            })
+        );
+        let e = Error::spawn(SpawnStep::User, "unknown user \"x\"".into());
+        assert_eq!(
+            e.spawn_data(),
+            Some(SpawnErrorData {
+                step: SpawnStep::User,
+                errno: None
+            })
+        );
+        assert_eq!(Error::Internal("x".into()).spawn_data(), None);
     }
 }

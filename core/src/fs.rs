@@ -6,7 +6,7 @@
 //! [`FsConfig::max_concurrent`] run at once per [`Files`]; a caller waits for a slot.
 //! OS failures become [`Error::File`] (-32020) with the errno's symbolic name.
 
-mod errno;
+pub(crate) mod errno;
 mod tree;
 
 use std::ffi::OsStr;

@@ -60,11 +60,19 @@ async fn spawn_errors_carry_the_os_text_and_never_fall_back() {
     let s = session();
     let enoent = "No such file or directory (os error 2)";
 
+    let data = |step: SpawnStep, errno: &str| {
+        Some(SpawnErrorData {
+            step,
+            errno: Some(errno.into()),
+        })
+    };
+
     let mut p = params("x", &["pwd"]);
     p.cwd = "/definitely/not/a/dir".into();
     let err = s.start(p).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::SpawnFailed);
     assert!(err.to_string().contains(enoent), "{err}");
+    assert_eq!(err.spawn_data(), data(SpawnStep::Cwd, "ENOENT"));
 
     let err = s
         .start(params("x", &["definitely-not-a-program-42"]))
@@ -72,19 +80,26 @@ async fn spawn_errors_carry_the_os_text_and_never_fall_back() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::SpawnFailed);
     assert!(err.to_string().contains(enoent), "{err}");
+    assert_eq!(err.spawn_data(), data(SpawnStep::Exec, "ENOENT"));
 
+    // Found by its path: the exec in the child fails.
     let err = s
         .start(params("x", &["/definitely/not/a/program"]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::SpawnFailed);
-    assert!(err.to_string().contains(enoent), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("/definitely/not/a/program: {enoent}")
+    );
+    assert_eq!(err.spawn_data(), data(SpawnStep::Exec, "ENOENT"));
 
     let mut p = params("x", &["pwd"]);
     p.tty = true;
     p.cwd = "/definitely/not/a/dir".into();
     let err = s.start(p).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::SpawnFailed);
+    assert_eq!(err.spawn_data(), data(SpawnStep::Cwd, "ENOENT"));
 
     // argv[0] is looked up in the child's PATH, not the server's.
     let mut p = params("x", &["sh", "-c", "true"]);

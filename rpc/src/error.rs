@@ -1,7 +1,8 @@
 //! The errors of the dispatch and their JSON-RPC error objects: the one place a wire error is built.
 
-use exec_server_protocol::{ErrorCode, FileErrorData};
+use exec_server_protocol::{ErrorCode, FileErrorData, SpawnErrorData};
 use jsonrpsee_types::ErrorObjectOwned;
+use serde::Serialize;
 
 /// The longest error `message` sent, in bytes (longer texts are cut and end in `…`).
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
@@ -52,12 +53,16 @@ impl Error {
 
     /// The JSON-RPC error object: the SPEC code, this error's text as `message` (cut to
     /// [`MAX_ERROR_MESSAGE_BYTES`]: a parse error can quote a client's huge string), and
-    /// for a file error (-32020) `data: {"errno": NAME}`.
+    /// `data` for a spawn error (-32000: `{"step": STEP, "errno": NAME | null}`) and a file
+    /// error (-32020: `{"errno": NAME}`).
     pub fn to_error_object(&self) -> ErrorObjectOwned {
         let data = match self {
-            Error::Core(exec_server_core::Error::File { errno, .. }) => Some(FileErrorData {
-                errno: (*errno).to_owned(),
-            }),
+            Error::Core(exec_server_core::Error::File { errno, .. }) => {
+                Some(ErrorData::File(FileErrorData {
+                    errno: (*errno).to_owned(),
+                }))
+            }
+            Error::Core(e) => e.spawn_data().map(ErrorData::Spawn),
             _ => None,
         };
         let mut message = self.to_string();
@@ -71,6 +76,14 @@ impl Error {
         }
         ErrorObjectOwned::owned(self.code().code(), message, data)
     }
+}
+
+/// The `data` of an error object.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ErrorData {
+    File(FileErrorData),
+    Spawn(SpawnErrorData),
 }
 
 impl From<Error> for ErrorObjectOwned {
@@ -124,5 +137,51 @@ mod tests {
             "open /etc/passwd/x: Not a directory (os error 20)"
         );
         assert_eq!(obj.data().map(|d| d.get()), Some(r#"{"errno":"ENOTDIR"}"#));
+    }
+
+    #[tokio::test]
+    async fn a_spawn_error_carries_its_step_and_errno_name() {
+        let session = exec_server_core::Session::new(Default::default());
+        let params = |argv: &str, cwd: &str| exec_server_protocol::ProcessStartParams {
+            merge_stderr: false,
+            process_id: "p".into(),
+            argv: vec![argv.into()],
+            cwd: cwd.into(),
+            env: Default::default(),
+            inherit_env: false,
+            tty: false,
+            pipe_stdin: false,
+            arg0: None,
+            size: None,
+            timeout_ms: None,
+            user: None,
+        };
+        let cases = [
+            (
+                params("/nonexistent/program", "/"),
+                "/nonexistent/program: No such file or directory (os error 2)",
+                r#"{"step":"exec","errno":"ENOENT"}"#,
+            ),
+            (
+                params("true", "/nonexistent"),
+                "cwd \"/nonexistent\": No such file or directory (os error 2)",
+                r#"{"step":"cwd","errno":"ENOENT"}"#,
+            ),
+        ];
+        for (params, message, data) in cases {
+            let e = Error::from(session.start(params).await.unwrap_err());
+            let obj = e.to_error_object();
+            assert_eq!(
+                (obj.code(), obj.message(), obj.data().map(|d| d.get())),
+                (-32000, message, Some(data))
+            );
+        }
+        let mut unknown = params("true", "/");
+        unknown.user = Some("no-such-user-rpc".into());
+        let obj = Error::from(session.start(unknown).await.unwrap_err()).to_error_object();
+        assert_eq!(
+            obj.data().map(|d| d.get()),
+            Some(r#"{"step":"user","errno":null}"#)
+        );
     }
 }

@@ -5,7 +5,9 @@
 use exec_server_protocol::{ErrorCode, method};
 use serde_json::{Value, json};
 
-use crate::client::{ServerProc, alive, all_children_of, is_root, wait_until, within};
+use crate::client::{
+    Kind, ServerProc, TempDir, alive, all_children_of, is_root, wait_until, within,
+};
 
 /// `process/start` params for `argv` in `cwd`, with `extra` laid over them.
 fn start_params(argv: &[&str], cwd: &str, extra: Value) -> Value {
@@ -21,6 +23,94 @@ fn start_params(argv: &[&str], cwd: &str, extra: Value) -> Value {
         }
     }
     params
+}
+
+async fn spawn_errors_carry_their_step_and_errno(kind: Kind) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("spawn-errors");
+    let not_executable = dir.join("data.txt");
+    std::fs::write(&not_executable, "not a program\n")?;
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644))?;
+    let bad_interpreter = dir.join("script");
+    std::fs::write(&bad_interpreter, "#!/nonexistent/interpreter\n")?;
+    std::fs::set_permissions(&bad_interpreter, std::fs::Permissions::from_mode(0o755))?;
+    let not_executable = not_executable.to_str().unwrap_or_default().to_owned();
+    let bad_interpreter = bad_interpreter.to_str().unwrap_or_default().to_owned();
+    let file_as_cwd = not_executable.clone();
+
+    let mut server = ServerProc::start(kind, &[]).await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    let cases: Vec<(&str, Value, Value, &str)> = vec![
+        (
+            "a missing program (PATH lookup)",
+            start_params(&["no-such-program-e2e"], "/", json!({})),
+            json!({"step": "exec", "errno": "ENOENT"}),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "a missing program (a path)",
+            start_params(&["/nonexistent-e2e/program"], "/", json!({})),
+            json!({"step": "exec", "errno": "ENOENT"}),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "a missing interpreter",
+            start_params(&[&bad_interpreter], "/", json!({})),
+            json!({"step": "exec", "errno": "ENOENT"}),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "a missing cwd",
+            start_params(&["true"], "/nonexistent-e2e-dir", json!({})),
+            json!({"step": "cwd", "errno": "ENOENT"}),
+            "No such file or directory (os error 2)",
+        ),
+        (
+            "a cwd that is a file",
+            start_params(&["true"], &file_as_cwd, json!({})),
+            json!({"step": "cwd", "errno": "ENOTDIR"}),
+            "Not a directory (os error 20)",
+        ),
+        (
+            "an unknown user",
+            start_params(&["true"], "/", json!({"user": "no-such-user-e2e"})),
+            json!({"step": "user", "errno": null}),
+            "unknown user \"no-such-user-e2e\"",
+        ),
+    ];
+    for (name, params, data, text) in cases {
+        let e = c
+            .call_err(method::PROCESS_START, params, ErrorCode::SpawnFailed)
+            .await;
+        assert_eq!(e["data"], data, "{name}: {e}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.ends_with(text), "{name}: {e}");
+    }
+    // A file without any execute bit: as root `access(X_OK)` says so too, so this is
+    // refused with EACCES whoever runs the test.
+    let e = c
+        .call_err(
+            method::PROCESS_START,
+            start_params(&[&not_executable], "/", json!({})),
+            ErrorCode::SpawnFailed,
+        )
+        .await;
+    assert_eq!(e["data"], json!({"step": "exec", "errno": "EACCES"}), "{e}");
+    // The id is free again after every failure.
+    c.start("failing", &["true"], json!({})).await;
+    c.events_until_closed("failing").await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn spawn_errors_carry_their_step_and_errno_stdio() -> anyhow::Result<()> {
+    spawn_errors_carry_their_step_and_errno(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn spawn_errors_carry_their_step_and_errno_ws() -> anyhow::Result<()> {
+    spawn_errors_carry_their_step_and_errno(Kind::Ws).await
 }
 
 const NS_LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";

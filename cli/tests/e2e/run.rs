@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 
-use crate::client::{ServerProc, bin, within};
+use crate::client::{Kind, ServerProc, TempDir, as_nobody, bin, within};
 
 /// The result of one `exec-server run`.
 #[derive(Debug)]
@@ -83,6 +83,89 @@ async fn exit_status_is_propagated() {
         ran.stderr.contains("no-such-program-here"),
         "{}",
         ran.stderr
+    );
+}
+
+/// `run` reads the step and errno of a refused start (SPEC 3): 127 only for a program that
+/// is not found, 126 for one that cannot be run, and a working directory that is the
+/// problem is named as such.
+#[tokio::test]
+async fn a_refused_start_exits_127_only_when_the_program_is_not_found() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = ServerProc::ws(&[]).await.unwrap();
+    let dir = TempDir::new("run-refused");
+    let data = dir.join("data.txt");
+    std::fs::write(&data, "not a program\n").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let data = data.to_str().unwrap();
+    let cases: [(&[&str], i32, String); 5] = [
+        (
+            &["--cwd", "/nonexistent-e2e-dir", "--", "true"],
+            126,
+            "exec-server run: cannot run \"true\": the working directory \"/nonexistent-e2e-dir\" does not exist on the server\n".into(),
+        ),
+        (
+            &["--cwd", data, "--", "true"],
+            126,
+            format!("exec-server run: cannot run \"true\": the working directory {data:?} is not a directory on the server\n"),
+        ),
+        (
+            &["--", data],
+            126,
+            format!("exec-server run: cannot run {data:?}: {data}: Permission denied (os error 13) (-32000)\n"),
+        ),
+        (
+            &["--", "/nonexistent-e2e/program"],
+            127,
+            "exec-server run: cannot run \"/nonexistent-e2e/program\": /nonexistent-e2e/program: No such file or directory (os error 2) (-32000)\n".into(),
+        ),
+        (
+            &["--", "no-such-program-e2e"],
+            127,
+            "exec-server run: cannot run \"no-such-program-e2e\": no-such-program-e2e: No such file or directory (os error 2) (-32000)\n".into(),
+        ),
+    ];
+    for (args, code, stderr) in cases {
+        let mut all = vec!["--connect", server.url()];
+        all.extend_from_slice(args);
+        let ran = run(&all, b"", &[]).await;
+        assert_eq!((ran.code, ran.stderr), (Some(code), stderr), "{args:?}");
+    }
+}
+
+/// Without `--cwd`, `run` asks for its own current directory and falls back to `/` when the
+/// server cannot enter it (here: a server running as `nobody`, a directory only root may
+/// enter, found by the step of the error rather than its text).
+#[tokio::test]
+async fn without_cwd_a_directory_the_server_cannot_enter_falls_back_to_the_root() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(server) = as_nobody(Kind::Ws, &[]).await.unwrap() else {
+        eprintln!("skipped: needs root and a `nobody` account");
+        return;
+    };
+    let dir = TempDir::new("run-private-cwd");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let ran = within(
+        "exec-server run",
+        Command::new(bin())
+            .args(["run", "--connect", server.url(), "--", "pwd"])
+            .current_dir(&dir.0)
+            .env_remove("EXEC_SERVER_URL")
+            .env_remove("EXEC_SERVER_TOKEN")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            ran.status.code(),
+            String::from_utf8_lossy(&ran.stdout).as_ref()
+        ),
+        (Some(0), "/\n"),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
     );
 }
 

@@ -22,6 +22,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use exec_server_protocol::SpawnStep;
+
 use crate::account::Account;
 use crate::{guardian, sys};
 
@@ -61,17 +63,29 @@ struct Shared<'a> {
     errno: AtomicI32,
 }
 
-/// The steps of the child, for error messages (index = the step number `fail` records).
-const STEPS: [&str; 8] = [
-    "",
-    "creating the process group or session",
-    "setting up stdio",
-    "taking the terminal",
-    "entering the working directory",
-    "switching user",
-    "exec",
-    "restoring the open-files limit",
+/// The steps of the child (index = the step number `fail` records; 0 = none failed): the
+/// step a failure reports (`data.step`) and what it is called in the message.
+const STEPS: [(SpawnStep, &str); 8] = [
+    (SpawnStep::Setup, "starting the child"),
+    (SpawnStep::Setup, "creating the process group or session"),
+    (SpawnStep::Setup, "setting up stdio"),
+    (SpawnStep::Pty, "taking the terminal"),
+    (SpawnStep::Cwd, "entering the working directory"),
+    (SpawnStep::User, "switching user"),
+    (SpawnStep::Exec, "exec"),
+    (SpawnStep::Setup, "restoring the open-files limit"),
 ];
+
+/// A step of starting the child failed.
+#[derive(Debug)]
+pub(crate) struct ChildFailed {
+    /// Which step.
+    pub step: SpawnStep,
+    /// What the step is called, for the message.
+    pub what: &'static str,
+    /// Its OS error.
+    pub err: io::Error,
+}
 
 /// A signal set as the kernel takes it: one bit per signal, 64 signals (glibc's
 /// `sigset_t` is larger, and its wrappers filter the set).
@@ -217,39 +231,45 @@ pub(crate) fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
 
 /// Starts the child; returns its pid once it has called `execve`. A failure of any step
 /// in the child comes back as an error naming the step, with the child already reaped.
-pub(crate) fn spawn(spec: &ChildSpec<'_>) -> io::Result<i32> {
+pub(crate) fn spawn(spec: &ChildSpec<'_>) -> Result<i32, ChildFailed> {
     let shared = Shared {
         spec,
         step: AtomicI32::new(0),
         errno: AtomicI32::new(0),
     };
-    let pid = STACK.with_borrow_mut(|slot| -> io::Result<i32> {
-        let stack = match slot {
-            Some(stack) => stack,
-            None => slot.insert(Stack::map()?),
-        };
-        let all: KernelSigset = !0;
-        let mut old: KernelSigset = 0;
-        // SAFETY: raw_sigprocmask on valid sets; clone gets a function that only makes
-        // raw system calls, a stack that outlives it (the parent waits: CLONE_VFORK, and
-        // the stack stays borrowed until then), and a pointer to `shared`, which outlives
-        // the child for the same reason.
-        unsafe {
-            raw_sigprocmask(libc::SIG_SETMASK, &all, &mut old);
-            let pid = libc::clone(
-                child_main,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                &shared as *const Shared<'_> as *mut c_void,
-            );
-            let err = io::Error::last_os_error();
-            raw_sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            if pid < 0 {
-                return Err(err);
+    let pid = STACK
+        .with_borrow_mut(|slot| -> io::Result<i32> {
+            let stack = match slot {
+                Some(stack) => stack,
+                None => slot.insert(Stack::map()?),
+            };
+            let all: KernelSigset = !0;
+            let mut old: KernelSigset = 0;
+            // SAFETY: raw_sigprocmask on valid sets; clone gets a function that only makes
+            // raw system calls, a stack that outlives it (the parent waits: CLONE_VFORK, and
+            // the stack stays borrowed until then), and a pointer to `shared`, which outlives
+            // the child for the same reason.
+            unsafe {
+                raw_sigprocmask(libc::SIG_SETMASK, &all, &mut old);
+                let pid = libc::clone(
+                    child_main,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    &shared as *const Shared<'_> as *mut c_void,
+                );
+                let err = io::Error::last_os_error();
+                raw_sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                if pid < 0 {
+                    return Err(err);
+                }
+                Ok(pid)
             }
-            Ok(pid)
-        }
-    })?;
+        })
+        .map_err(|err| ChildFailed {
+            step: SpawnStep::Setup,
+            what: "clone",
+            err,
+        })?;
     let step = shared.step.load(Ordering::SeqCst);
     if step != 0 {
         // The child may have announced itself to the guardian before the step that
@@ -259,12 +279,11 @@ pub(crate) fn spawn(spec: &ChildSpec<'_>) -> io::Result<i32> {
         guardian::withdraw(pid);
         sys::reap_blocking(pid);
         let errno = shared.errno.load(Ordering::SeqCst);
-        let err = io::Error::from_raw_os_error(errno);
-        let what = STEPS.get(step as usize).copied().unwrap_or("the child");
-        return Err(if step == 6 {
-            err
-        } else {
-            io::Error::new(err.kind(), format!("{what}: {err}"))
+        let (step, what) = STEPS.get(step as usize).copied().unwrap_or(STEPS[0]);
+        return Err(ChildFailed {
+            step,
+            what,
+            err: io::Error::from_raw_os_error(errno),
         });
     }
     Ok(pid)

@@ -11,7 +11,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use exec_server_protocol::{MAX_PROCESS_ID_BYTES, ProcessStartParams, Stream, TerminalSize};
+use exec_server_protocol::{
+    MAX_PROCESS_ID_BYTES, ProcessStartParams, SpawnStep, Stream, TerminalSize,
+};
 use portable_pty::{MasterPty, PtySize};
 use tokio::io::unix::AsyncFd;
 
@@ -101,10 +103,6 @@ pub(crate) fn check_size(rows: u16, cols: u16) -> Result<(), Error> {
     Ok(())
 }
 
-fn spawn_failed(what: &str, err: impl std::fmt::Display) -> Error {
-    Error::SpawnFailed(format!("{what}: {err}"))
-}
-
 /// The child's environment: exactly `env`, or the server's own with `env` laid over it
 /// (less the server's token, which never reaches a child).
 fn child_env(p: &ProcessStartParams, account: Option<&Account>) -> BTreeMap<OsString, OsString> {
@@ -163,15 +161,12 @@ fn lookup_program(name: &str, path_var: &OsString, cwd: &Path) -> Result<PathBuf
 /// Spawn the child described by validated `p`.
 pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
     let cwd = PathBuf::from(&p.cwd);
+    let cwd_failed =
+        |e: &io::Error| Error::spawn_os(SpawnStep::Cwd, &format!("cwd {:?}", p.cwd), e);
     match std::fs::metadata(&cwd) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(spawn_failed(
-                &format!("cwd {:?}", p.cwd),
-                io::Error::from_raw_os_error(libc::ENOTDIR),
-            ));
-        }
-        Err(e) => return Err(spawn_failed(&format!("cwd {:?}", p.cwd), e)),
+        Ok(_) => return Err(cwd_failed(&io::Error::from_raw_os_error(libc::ENOTDIR))),
+        Err(e) => return Err(cwd_failed(&e)),
     }
     let account = p.user.as_deref().map(account::resolve).transpose()?;
     let env = child_env(p, account.as_ref());
@@ -184,7 +179,8 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
             .cloned()
             .or_else(|| std::env::var_os("PATH"))
             .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-        lookup_program(argv0, &path_var, &cwd).map_err(|e| spawn_failed(argv0, e))?
+        lookup_program(argv0, &path_var, &cwd)
+            .map_err(|e| Error::spawn_os(SpawnStep::Exec, argv0, &e))?
     };
     // Validated: no NUL byte anywhere.
     let cstr = |bytes: Vec<u8>| {
@@ -247,7 +243,11 @@ impl Image<'_> {
             fd_limit: sys::original_fd_limit(),
         };
         let gate = reaper::spawn_gate();
-        let pid = child::spawn(&spec).map_err(|e| spawn_failed(self.argv0, e))?;
+        let pid = child::spawn(&spec).map_err(|f| match f.step {
+            SpawnStep::Exec => Error::spawn_os(f.step, self.argv0, &f.err),
+            SpawnStep::Cwd => Error::spawn_os(f.step, &format!("cwd {:?}", self.cwd), &f.err),
+            _ => Error::spawn_os(f.step, &format!("{}: {}", self.argv0, f.what), &f.err),
+        })?;
         reaper::own(pid);
         drop(gate);
         Ok(pid)
@@ -381,7 +381,7 @@ fn spawn_pipes(image: &Image<'_>, pipe_stdin: bool) -> Result<Spawned, Error> {
 }
 
 fn spawn_tty(image: &Image<'_>, size: TerminalSize) -> Result<Spawned, Error> {
-    let pty_err = |e: &dyn std::fmt::Display| Error::SpawnFailed(format!("opening a pty: {e}"));
+    let pty_err = |e: &io::Error| Error::spawn_os(SpawnStep::Pty, "opening a pty", e);
     let pair = portable_pty::native_pty_system()
         .openpty(PtySize {
             rows: size.rows,
@@ -389,7 +389,10 @@ fn spawn_tty(image: &Image<'_>, size: TerminalSize) -> Result<Spawned, Error> {
             pixel_width: 0,
             pixel_height: 0,
         })
-        .map_err(|e| pty_err(&e))?;
+        .map_err(|e| match e.downcast_ref::<io::Error>() {
+            Some(os) => pty_err(os),
+            None => Error::spawn(SpawnStep::Pty, format!("opening a pty: {e}")),
+        })?;
     let master = pair.master;
     let raw_master = master
         .as_raw_fd()
