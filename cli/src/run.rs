@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use exec_server_client::{
-    Client, ConnectOptions, Error, ErrorCode, ExecBackend, ExecProcess, ProcessEvent,
+    Client, ConnectOptions, Error, ErrorCode, ExecBackend, ExecProcess, ProcessEvent, ReadOptions,
     ReconnectPolicy, RemoteBackend, Signal, SpawnErrorData, SpawnStep, StartOptions, Stream,
     WriteStatus,
 };
@@ -306,7 +306,18 @@ async fn run(args: RunArgs) -> Result<i32, Failure> {
     let events = process.events()?;
     let stdin = tokio::spawn(forward_stdin(process.clone()));
     let signals = tokio::spawn(forward_signals(signals, process.clone(), args.tty));
-    let outcome = pump_output(events, process.as_ref(), raw.is_some()).await;
+    let mut outcome = pump_output(events, process.as_ref(), raw.is_some()).await;
+    if let Ok(ended) = &mut outcome
+        && !ended.timed_out
+        && args.timeout.is_some()
+    {
+        // The command exited in time, but the deadline may have ended what it left
+        // running (its output held open by a background job): `closed` says so, and a
+        // read of the closed process carries it.
+        if let Ok(read) = process.read(ReadOptions::after(u64::MAX)).await {
+            ended.timed_out = read.timed_out;
+        }
+    }
     stdin.abort();
     signals.abort();
     drop(raw);

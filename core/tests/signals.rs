@@ -383,6 +383,30 @@ async fn a_timeout_terminates_the_group_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_holds_until_closed() {
+    let s = session();
+    let (sink, mut rx) = channel_sink(16);
+    s.attach(sink);
+    // The leader exits at once; the background sleep holds stdout past the deadline.
+    let mut p = sh("bg", "sleep 1000 & echo started");
+    p.timeout_ms = Some(300);
+    start(&s, p).await;
+    let events = events_until_closed(&mut rx, "bg").await;
+    let (exit, close) = match &events[..] {
+        [.., Event::Exited(e), Event::Closed(c)] => (e.clone(), c.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (exit.exit_code, exit.timed_out, close.timed_out),
+        (0, false, true)
+    );
+    let (_, last) = read_until_closed(&s, "bg").await;
+    assert!(last.timed_out);
+    assert!(s.list().processes[0].timed_out);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_is_reported_in_the_pushed_exit() {
     let s = session();
     let (sink, mut rx) = channel_sink(16);
@@ -395,7 +419,11 @@ async fn a_timeout_is_reported_in_the_pushed_exit() {
     if let Event::Exited(n) = &mut want {
         n.timed_out = true;
     }
-    assert_eq!(events, [want, closed("t", 2)]);
+    let mut last = closed("t", 2);
+    if let Event::Closed(n) = &mut last {
+        n.timed_out = true;
+    }
+    assert_eq!(events, [want, last]);
     s.shutdown().await;
 }
 

@@ -52,6 +52,32 @@ async fn a_timeout_ends_the_command_and_run_exits_124() {
     );
 }
 
+/// The limit holds until the command's output is closed: a background job that keeps it
+/// open past the deadline is ended then, and `run` exits 124 (with `--spawn`, over stdio).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_ends_what_the_command_left_running() {
+    let ran = exec_server(&[
+        "run",
+        "--spawn",
+        "--timeout",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "sleep 600 & echo started",
+    ])
+    .await;
+    assert_eq!(
+        (ran.code, ran.stdout.as_str(), ran.stderr.as_str()),
+        (
+            Some(124),
+            "started\n",
+            "exec-server run: timed out after 1s\n"
+        ),
+        "{ran:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_ends_in_time_keeps_its_status() {
     let server = ServerProc::ws(&[]).await.unwrap();

@@ -1,9 +1,10 @@
 //! `timeoutMs` and `user` on `process/start` over both transports: a timed-out process is
-//! terminated and says so, one that finishes in time does not, a process runs as another
-//! user, and a server that is not root refuses to switch users.
+//! terminated and says so, one that finishes in time does not, the limit holds until
+//! `closed`, a process runs as another user, and a server that is not root refuses to
+//! switch users.
 
 use exec_server_protocol::{ErrorCode, method, notification};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::client::{Kind, ServerProc, as_nobody, is_root, output_of};
 
@@ -71,6 +72,69 @@ async fn timeouts_stdio() -> anyhow::Result<()> {
 #[tokio::test]
 async fn timeouts_ws() -> anyhow::Result<()> {
     timeouts(Kind::Ws).await
+}
+
+/// SPEC 5.1: the limit holds until `closed`. The leader exits in time, but a member of its
+/// group keeps the output open past the deadline: the group is terminated then, and
+/// `closed`, read results and list entries say `timedOut` (the exit does not: the leader
+/// ended on its own).
+async fn a_timeout_holds_until_closed(kind: Kind) -> anyhow::Result<()> {
+    let mut server = ServerProc::start(kind, &[]).await?;
+    let mut c = server.client().await?;
+    c.handshake().await;
+    c.start(
+        "bg",
+        &["sh", "-c", "sleep 600 & echo started"],
+        json!({"timeoutMs": 500}),
+    )
+    .await;
+    let events = c.events_until_closed("bg").await;
+    assert_eq!(output_of(&events), b"started\n");
+    let tail: Vec<&Value> = events[1..].iter().map(|e| &e["params"]).collect();
+    assert_eq!(
+        tail,
+        [
+            &json!({"processId": "bg", "seq": 2, "exitCode": 0, "signal": null, "timedOut": false}),
+            &json!({"processId": "bg", "seq": 3, "timedOut": true}),
+        ]
+    );
+    let read = c
+        .call(
+            method::PROCESS_READ,
+            json!({"processId": "bg", "afterSeq": 3}),
+        )
+        .await;
+    assert_eq!(
+        (&read["closed"], &read["timedOut"]),
+        (&json!(true), &json!(true)),
+        "{read}"
+    );
+    let list = c.call(method::PROCESS_LIST, json!({})).await;
+    assert_eq!(list["processes"][0]["timedOut"], true, "{list}");
+    // One that closes in time is never marked.
+    c.start(
+        "quick",
+        &["sh", "-c", "sleep 0.1 & echo started"],
+        json!({"timeoutMs": 60000}),
+    )
+    .await;
+    let events = c.events_until_closed("quick").await;
+    let closed = events.last().map(|e| &e["params"]);
+    assert_eq!(
+        closed,
+        Some(&json!({"processId": "quick", "seq": 3, "timedOut": false}))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_timeout_holds_until_closed_stdio() -> anyhow::Result<()> {
+    a_timeout_holds_until_closed(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn a_timeout_holds_until_closed_ws() -> anyhow::Result<()> {
+    a_timeout_holds_until_closed(Kind::Ws).await
 }
 
 async fn run_as_user(kind: Kind) -> anyhow::Result<()> {

@@ -26,13 +26,19 @@ pub(crate) const ABANDON_AFTER: Duration = Duration::from_secs(2);
 /// Wait for the leader's exit, record it, then reap it once its group is empty.
 pub(super) async fn watch_exit(proc: Arc<Process>, pidfd: PidFd, gate: watch::Receiver<()>) {
     let status = wait_for_exit(&proc, &pidfd).await;
-    lock(&proc.ctl).exited = true;
+    // Whether the deadline ended the leader: decided now, so a deadline that passes later
+    // (members of the group still holding the output) marks `closed`, not this exit.
+    let timed_out = {
+        let mut ctl = lock(&proc.ctl);
+        ctl.exited = true;
+        lock(&proc.state).timed_out
+    };
     if let Some(stdin) = &proc.stdin {
         stdin.shut();
     }
     tokio::spawn(release(proc.clone(), pidfd));
     gate_open(gate).await;
-    proc.emit_exit(status).await;
+    proc.emit_exit(status, timed_out).await;
 }
 
 async fn wait_for_exit(proc: &Process, pidfd: &PidFd) -> ExitStatus {
@@ -81,23 +87,35 @@ async fn release(proc: Arc<Process>, pidfd: PidFd) {
     proc.changed.send_replace(());
 }
 
-/// `timeoutMs`: once the process has run `limit`, terminate it as `process/terminate`
-/// with the default grace does, marking it timed out first (unless it exited meanwhile).
-/// A tokio timer, not a thread; it ends with the process's exit.
+/// `timeoutMs`: the limit holds until `closed`. Once the process has run `limit` and is not
+/// closed, it is marked timed out and its group terminated as `process/terminate` with the
+/// default grace does: the leader if it still runs, else the members of its group that
+/// still hold its output (`sh -c 'sleep 600 & echo started'`). Output streams still open
+/// [`ABANDON_AFTER`] after the SIGKILL are held outside the group and given up, as in a
+/// cleanup, so a timed-out process always closes. A tokio timer, not a thread; it ends
+/// with the process's close.
 pub(super) async fn enforce_timeout(proc: Arc<Process>, limit: Duration) {
     tokio::select! {
         () = tokio::time::sleep(limit) => {}
-        () = proc.wait_exit_recorded() => return,
+        () = proc.wait_closed() => return,
     }
-    {
+    let leader_running = {
         let ctl = lock(&proc.ctl);
-        if ctl.exited {
+        let mut st = lock(&proc.state);
+        if st.closed {
             return;
         }
-        lock(&proc.state).timed_out = true;
-    }
-    tracing::info!(process_id = %proc.id, limit_ms = limit.as_millis() as u64, "timed out: terminating");
-    proc.terminate(Duration::from_millis(DEFAULT_GRACE_MS));
+        st.timed_out = true;
+        !ctl.exited
+    };
+    tracing::info!(
+        process_id = %proc.id,
+        limit_ms = limit.as_millis() as u64,
+        leader_running,
+        "timed out: terminating"
+    );
+    proc.changed.send_replace(());
+    proc.terminate_for_cleanup(Duration::from_millis(DEFAULT_GRACE_MS));
 }
 
 impl Process {

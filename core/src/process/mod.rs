@@ -266,6 +266,19 @@ impl Process {
         }
     }
 
+    /// Wait until the process is closed.
+    pub(crate) async fn wait_closed(&self) {
+        loop {
+            let mut rx = self.subscribe();
+            if self.is_closed() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Wait until the `exited` event has been recorded (it may wait on a full sink).
     pub(crate) async fn wait_exit_recorded(&self) {
         loop {

@@ -212,15 +212,16 @@ impl Process {
         }
     }
 
-    /// Record and push `exited`, after draining what the streams already hold.
-    pub(super) async fn emit_exit(self: &Arc<Self>, status: ExitStatus) {
+    /// Record and push `exited` (`timed_out`: the deadline ended the leader), after
+    /// draining what the streams already hold.
+    pub(super) async fn emit_exit(self: &Arc<Self>, status: ExitStatus, timed_out: bool) {
         let mut em = self.emitter.lock().await;
         self.drain_streams(&mut em).await;
         em.sink.refresh();
-        let (seq, timed_out) = {
+        let seq = {
             let mut st = lock(&self.state);
             st.exit = Some(status.clone());
-            (st.take_seq(), st.timed_out)
+            st.take_seq()
         };
         self.changed.send_replace(());
         em.exited = true;
