@@ -161,7 +161,9 @@ fn parse_listen(s: &str) -> anyhow::Result<Listen> {
     Ok(Listen::Ws(addr))
 }
 
-fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
+/// The WebSocket authentication: `--token-file`, else `env_token` (EXEC_SERVER_TOKEN, taken
+/// out of the environment at start-up), else a fresh token.
+fn auth(args: &ServeArgs, env_token: Option<&str>) -> anyhow::Result<Auth> {
     if args.insecure_no_auth {
         return Ok(Auth::Disabled);
     }
@@ -170,7 +172,7 @@ fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
             .with_context(|| format!("cannot read --token-file {}", path.display()))?
             .trim()
             .to_owned()
-    } else if let Ok(token) = std::env::var(exec_server_core::TOKEN_ENV) {
+    } else if let Some(token) = env_token {
         token.trim().to_owned()
     } else {
         exec_server_rpc::random_hex(16).context("cannot generate a token from /dev/urandom")?
@@ -195,7 +197,7 @@ fn termination() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, env_token: Option<String>) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
     // Orphans the children leave behind are adopted (see `subreaper` in `main`) and reaped here.
     tokio::spawn(exec_server_core::reap_orphans());
@@ -220,7 +222,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             exec_server_stdio::serve_stdio(rpc, shutdown).await?;
         }
         Listen::Ws(addr) => {
-            let mut config = WsConfig::new(addr, auth(&args)?);
+            let mut config = WsConfig::new(addr, auth(&args, env_token.as_deref())?);
             config.allowed_origins = args.allow_origin.clone();
             config.max_connections = args.max_connections;
             config.max_pending_connections = args.max_pending_connections;
@@ -288,33 +290,15 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Guardian => std::process::exit(exec_server_core::guardian_main()),
-        Command::Serve(args) => init_logging(&args.log_level).and_then(|()| {
-            let guardian = start_guardian();
-            // Adopt what the children leave behind: every member of a group the server
-            // started stays its descendant (cheap "is the group empty?" checks), and an
-            // orphan never escapes to init.
-            if let Err(e) = exec_server_core::become_subreaper() {
-                tracing::warn!("cannot become a child subreaper: {e}");
-            }
-            exec_server_core::raise_fd_limit();
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the runtime")
-                .and_then(|runtime| {
-                    // `serve` returns only once the server has shut down: every request
-                    // read was answered (stdio), every process terminated and reaped.
-                    let result = runtime.block_on(serve(*args));
-                    // What is left are tasks of connections already closed. Stdin is
-                    // read by a detached thread, not the runtime's blocking pool, so
-                    // nothing here can wait on a pending read; the timeout is a bound.
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                    if let Some(guardian) = guardian {
-                        guardian.stop();
-                    }
-                    result
-                })
-        }),
+        Command::Serve(args) => {
+            // First, while no other thread exists and before the guardian or any child is
+            // started: the token leaves the environment, and its bytes are overwritten
+            // where /proc/PID/environ shows them.
+            // SAFETY: no thread has been started yet.
+            let env_token =
+                unsafe { exec_server_core::take_env_secret(exec_server_core::TOKEN_ENV) };
+            serve_main(*args, env_token)
+        }
         Command::Run(args) => std::process::exit(run::main(*args)),
         Command::Cp(args) => cp::main(*args),
     };
@@ -325,4 +309,36 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// `exec-server serve`: logging, the guardian, subreaper mode and the open-files limit
+/// (all before the runtime's threads exist), then the server until it has shut down.
+fn serve_main(args: ServeArgs, env_token: Option<String>) -> anyhow::Result<()> {
+    init_logging(&args.log_level).and_then(|()| {
+        let guardian = start_guardian();
+        // Adopt what the children leave behind: every member of a group the server
+        // started stays its descendant (cheap "is the group empty?" checks), and an
+        // orphan never escapes to init.
+        if let Err(e) = exec_server_core::become_subreaper() {
+            tracing::warn!("cannot become a child subreaper: {e}");
+        }
+        exec_server_core::raise_fd_limit();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")
+            .and_then(|runtime| {
+                // `serve` returns only once the server has shut down: every request
+                // read was answered (stdio), every process terminated and reaped.
+                let result = runtime.block_on(serve(args, env_token));
+                // What is left are tasks of connections already closed. Stdin is
+                // read by a detached thread, not the runtime's blocking pool, so
+                // nothing here can wait on a pending read; the timeout is a bound.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                if let Some(guardian) = guardian {
+                    guardian.stop();
+                }
+                result
+            })
+    })
 }

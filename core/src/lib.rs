@@ -15,6 +15,7 @@
 
 mod account;
 mod config;
+mod environ;
 mod error;
 mod event;
 mod fs;
@@ -29,6 +30,7 @@ mod spawn;
 mod sys;
 
 pub use config::{SessionConfig, TOKEN_ENV};
+pub use environ::take_env_secret;
 pub use error::Error;
 pub use event::{Event, EventSink, SinkClosed};
 pub use fs::{DEFAULT_FS_CONCURRENCY, Files, FsConfig};

@@ -253,6 +253,50 @@ async fn the_token_never_reaches_a_child() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SPEC 2: a child cannot read the token from the server either: neither
+/// `/proc/PID/environ` nor `/proc/PID/cmdline` of the server or of its guardian holds it.
+async fn the_token_is_not_readable_through_proc(kind: Kind) -> anyhow::Result<()> {
+    let token = "s3cret-token-for-the-proc-test";
+    let env = [
+        ("EXEC_SERVER_TOKEN", token),
+        ("E2E_SERVER_MARKER", "visible"),
+    ];
+    let mut server = ServerProc::start_env(kind, &[], &env).await?;
+    if kind == Kind::Ws {
+        // The token still authenticates.
+        assert_eq!(server.token(), token);
+    }
+    let mut c = server.client().await?;
+    c.handshake().await;
+    // The server, then each of its children (the guardian, and this shell).
+    let script = r#"for p in $PPID $(cat /proc/$PPID/task/*/children); do
+        printf '%s\n' "== $p"; tr '\0' '\n' < /proc/$p/environ; tr '\0' ' ' < /proc/$p/cmdline; echo
+    done"#;
+    c.start("peek", &["sh", "-c", script], json!({})).await;
+    let events = c.events_until_closed("peek").await;
+    let text = String::from_utf8(output_of(&events))?;
+    // The reads worked: the server's and the guardian's environments were seen.
+    assert_eq!(
+        text.lines().filter(|l| *l == "E2E_SERVER_MARKER=visible").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains(" guardian"), "{text}");
+    assert!(!text.contains(token), "{text}");
+    assert!(!text.contains("EXEC_SERVER_TOKEN"), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_token_is_not_readable_through_proc_stdio() -> anyhow::Result<()> {
+    the_token_is_not_readable_through_proc(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn the_token_is_not_readable_through_proc_ws() -> anyhow::Result<()> {
+    the_token_is_not_readable_through_proc(Kind::Ws).await
+}
+
 /// The server raises its own RLIMIT_NOFILE soft limit to the hard one; its children get
 /// the soft limit the server was started with.
 async fn children_get_the_open_files_limit_the_server_was_started_with(
