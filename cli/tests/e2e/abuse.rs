@@ -430,6 +430,14 @@ fn corpus() -> Vec<Case> {
             Expect::Result(json!(39)),
         ),
         case(
+            "mergeStderr with a tty",
+            start(
+                43,
+                json!({"processId": "merged-tty", "tty": true, "mergeStderr": true}),
+            ),
+            Expect::Result(json!(43)),
+        ),
+        case(
             "exactly the size limit",
             padded_list(40, MAX),
             Expect::Result(json!(40)),

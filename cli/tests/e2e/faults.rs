@@ -277,7 +277,9 @@ async fn the_token_is_not_readable_through_proc(kind: Kind) -> anyhow::Result<()
     let text = String::from_utf8(output_of(&events))?;
     // The reads worked: the server's and the guardian's environments were seen.
     assert_eq!(
-        text.lines().filter(|l| *l == "E2E_SERVER_MARKER=visible").count(),
+        text.lines()
+            .filter(|l| *l == "E2E_SERVER_MARKER=visible")
+            .count(),
         2,
         "{text}"
     );

@@ -10,6 +10,7 @@ mod cp;
 mod failed_starts;
 mod faults;
 mod fs;
+mod process_options;
 mod regressions;
 mod run;
 mod run_limits;

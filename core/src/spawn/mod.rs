@@ -210,9 +210,10 @@ pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
         argv0,
     };
     if p.tty {
+        // A terminal merges stdout and stderr already: `mergeStderr` changes nothing.
         spawn_tty(&image, p.size.unwrap_or_default())
     } else {
-        spawn_pipes(&image, p.pipe_stdin)
+        spawn_pipes(&image, p.pipe_stdin, p.merge_stderr)
     }
 }
 
@@ -335,7 +336,10 @@ impl Drop for Unowned {
     }
 }
 
-fn spawn_pipes(image: &Image<'_>, pipe_stdin: bool) -> Result<Spawned, Error> {
+/// Spawns with pipes: stdin a pipe (`pipe_stdin`) or `/dev/null`; stdout a pipe, and
+/// stderr a pipe of its own or, with `merge_stderr`, the same pipe as stdout (`2>&1`: one
+/// `stdout` stream in the order the program wrote).
+fn spawn_pipes(image: &Image<'_>, pipe_stdin: bool, merge_stderr: bool) -> Result<Spawned, Error> {
     let internal = |e: io::Error| Error::Internal(format!("child stdio: {e}"));
     let (stdin_child, stdin_ours) = if pipe_stdin {
         let (r, w) = pipe()?;
@@ -348,25 +352,29 @@ fn spawn_pipes(image: &Image<'_>, pipe_stdin: bool) -> Result<Spawned, Error> {
         (above_stdio(OwnedFd::from(null))?, None)
     };
     let (stdout_ours, stdout_child) = pipe()?;
-    let (stderr_ours, stderr_child) = pipe()?;
+    let stderr = if merge_stderr { None } else { Some(pipe()?) };
+    let stderr_child_fd = stderr
+        .as_ref()
+        .map_or(stdout_child.as_raw_fd(), |(_, child)| child.as_raw_fd());
     let pid = image.start(
         [
             stdin_child.as_raw_fd(),
             stdout_child.as_raw_fd(),
-            stderr_child.as_raw_fd(),
+            stderr_child_fd,
         ],
         child::Group::NewGroup,
     )?;
+    let (stderr_ours, stderr_child) = stderr.unzip();
     // The child's ends are its own now: ours must go, or EOF never comes.
     drop((stdin_child, stdout_child, stderr_child));
     let unowned = Unowned::new(pid);
     #[cfg(test)]
     tests::fail_setup_if_asked()?;
     let pidfd = open_pidfd(pid)?;
-    let outputs = vec![
-        (Stream::Stdout, register(stdout_ours)?),
-        (Stream::Stderr, register(stderr_ours)?),
-    ];
+    let mut outputs = vec![(Stream::Stdout, register(stdout_ours)?)];
+    if let Some(fd) = stderr_ours {
+        outputs.push((Stream::Stderr, register(fd)?));
+    }
     let stdin = match stdin_ours {
         Some(fd) => Some(register(fd)?),
         None => None,
