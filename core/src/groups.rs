@@ -7,7 +7,8 @@
 //! session; until then every signal to the group is safe. There is no kernel event for
 //! "group empty", so one watcher per session scans `/proc` for every id it waits on at
 //! once: at once when asked, then with a backoff (10 ms doubling to 1 s) while some group
-//! still has members. The scan runs only while some leader has exited with members left,
+//! still has members. The scan reads `/proc`, so it runs on the blocking pool; it runs
+//! once per leader's exit, and again only while some leader has exited with members left,
 //! which for most commands is never.
 
 use std::sync::{Arc, Mutex};
@@ -80,11 +81,18 @@ async fn run(inner: Arc<Inner>) {
             }
             pending.waiters.iter().map(|(id, _)| *id).collect()
         };
-        let scan = if reaper::is_subreaper() {
-            reaper::live_groups_among_descendants(&ids).or_else(|_| sys::live_groups(&ids))
-        } else {
-            sys::live_groups(&ids)
-        };
+        // Reading /proc is blocking work: on the blocking pool, never a runtime worker.
+        let scan = tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            crate::hold::at("group scan");
+            if reaper::is_subreaper() {
+                reaper::live_groups_among_descendants(&ids).or_else(|_| sys::live_groups(&ids))
+            } else {
+                sys::live_groups(&ids)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         let live = match scan {
             Ok(live) => live,
             Err(e) => {

@@ -21,6 +21,8 @@ mod event;
 mod fs;
 mod groups;
 mod guardian;
+#[cfg(test)]
+mod hold;
 mod lock;
 mod process;
 mod reaper;

@@ -107,7 +107,7 @@ pub(crate) fn live_groups_among_descendants(ids: &[i32]) -> io::Result<Vec<i32>>
 }
 
 /// Reap every adopted orphan that has died, now and on every SIGCHLD, until the runtime
-/// ends. Never touches an owned leader.
+/// ends. Never touches an owned leader. The `/proc` walk runs on the blocking pool.
 pub async fn reap_orphans() {
     let mut sigchld = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
         Ok(s) => s,
@@ -117,20 +117,31 @@ pub async fn reap_orphans() {
         }
     };
     loop {
-        reap_dead_orphans();
+        let _ = tokio::task::spawn_blocking(reap_dead_orphans).await;
         if sigchld.recv().await.is_none() {
             return;
         }
     }
 }
 
+/// Finds dead orphans by walking `/proc` without any lock, then reaps them under the spawn
+/// gate, checking again that each is not an owned leader: a leader cloned during the walk
+/// is registered before the gate can be taken, so it is never reaped here; `waitpid` with
+/// `WNOHANG` leaves a live child (or a pid that is no longer our child) alone.
 fn reap_dead_orphans() {
-    let _gate = write_lock(&SPAWN_GATE);
     let Ok(children) = sys::children_of_self() else {
         return;
     };
-    for pid in children {
-        if !is_owned(pid) && sys::proc_stat(pid).is_some_and(|s| s.zombie) {
+    let dead: Vec<i32> = children
+        .into_iter()
+        .filter(|pid| !is_owned(*pid) && sys::proc_stat(*pid).is_some_and(|s| s.zombie))
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    let _gate = write_lock(&SPAWN_GATE);
+    for pid in dead {
+        if !is_owned(pid) {
             sys::reap_pid_nohang(pid);
         }
     }

@@ -86,23 +86,27 @@ impl Shared {
 pub struct StartReservation {
     shared: Arc<Shared>,
     params: Option<ProcessStartParams>,
+    /// The reserved id (also while `params` are away at the spawn).
+    process_id: String,
+    /// The process is in the registry: nothing to release.
+    registered: bool,
     order: u64,
 }
 
 impl std::fmt::Debug for StartReservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StartReservation")
-            .field("process_id", &self.params.as_ref().map(|p| &p.process_id))
+            .field("process_id", &self.process_id)
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for StartReservation {
     fn drop(&mut self) {
-        if let Some(params) = self.params.take() {
+        if !self.registered {
             let mut reg = lock(&self.shared.registry);
-            if matches!(reg.map.get(&params.process_id), Some(Slot::Starting)) {
-                reg.map.remove(&params.process_id);
+            if matches!(reg.map.get(&self.process_id), Some(Slot::Starting)) {
+                reg.map.remove(&self.process_id);
             }
             drop(reg);
             self.shared.settled.notify_waiters();
@@ -112,16 +116,32 @@ impl Drop for StartReservation {
 
 impl StartReservation {
     /// Spawns the reserved process. On failure the id is released again.
-    pub async fn spawn(mut self) -> Result<Started, Error> {
-        let Some(params) = self.params.as_ref() else {
-            return Err(Error::Internal("start reservation used twice".into()));
-        };
-        let spawned = spawn::spawn(params)?;
-        let pid = spawned.pid;
-        let gate = tokio::sync::watch::Sender::new(());
+    ///
+    /// The spawn is blocking work (the user's account may come from a directory service,
+    /// the working directory and `PATH` are looked at, a pty is opened, and the thread
+    /// waits until the child has exec'd): it runs on the blocking pool, never on a runtime
+    /// worker. It runs to the end in a task of its own even if this future is dropped, so
+    /// a child that was started is always registered (and cleaned up with the session).
+    pub async fn spawn(self) -> Result<Started, Error> {
+        tokio::spawn(self.spawn_to_the_end())
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("the spawn task failed: {e}"))))
+    }
+
+    async fn spawn_to_the_end(mut self) -> Result<Started, Error> {
         let Some(params) = self.params.take() else {
             return Err(Error::Internal("start reservation used twice".into()));
         };
+        // A failure (or a panic) drops `self` unregistered: the id is released.
+        let (params, spawned) = tokio::task::spawn_blocking(move || {
+            let spawned = spawn::spawn(&params);
+            (params, spawned)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the spawn failed: {e}")))?;
+        let spawned = spawned?;
+        let pid = spawned.pid;
+        let gate = tokio::sync::watch::Sender::new(());
         let shared = &self.shared;
         let proc = Process::launch(
             LaunchParams {
@@ -142,6 +162,7 @@ impl StartReservation {
             let mut reg = lock(&shared.registry);
             reg.map
                 .insert(params.process_id.clone(), Slot::Live(proc.clone()));
+            self.registered = true;
             if reg.shut_down {
                 // shutdown() ran while we spawned: this child must not outlive it.
                 drop(reg);
@@ -240,7 +261,9 @@ impl Session {
         };
         Ok(StartReservation {
             shared: self.shared.clone(),
+            process_id: params.process_id.clone(),
             params: Some(params),
+            registered: false,
             order,
         })
     }

@@ -115,6 +115,47 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// `pidfd_send_signal`: signal the process `pidfd` refers to (never a process that reused
+/// its pid).
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a valid descriptor, a signal number, no siginfo and
+    // no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pidfds of the live processes of session `session` outside its leader's process group
+/// (a shell's jobs under a tty). Each was a member when its pidfd was opened (its
+/// `/proc` entry is read again after the open), so signals through it reach that process
+/// and no other. Walks every process in `/proc`: run it on the blocking pool.
+pub(crate) fn session_jobs(session: i32) -> Vec<(i32, OwnedFd)> {
+    let mut pids = Vec::new();
+    let _ = for_each_process(|p| {
+        if p.session == session && p.pgrp != session && !p.zombie {
+            pids.push(p.pid);
+        }
+    });
+    pids.into_iter()
+        .filter_map(|pid| {
+            let fd = pidfd_open(pid).ok()?;
+            proc_stat(pid)
+                .filter(|p| p.session == session && p.pgrp != session && !p.zombie)
+                .map(|_| (pid, fd))
+        })
+        .collect()
+}
+
 /// How a child ended, from its wait status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExitStatus {

@@ -133,26 +133,48 @@ impl Process {
         sys::killpg(pgid, signal).is_ok()
     }
 
-    /// Signal the whole group (and under a tty every process of its session: a shell's jobs
-    /// are groups of their own) unless the leader was reaped. Returns whether the leader is
-    /// still running.
-    fn kill_group(&self, signal: i32) -> bool {
+    /// Signal the whole group with each of `signals`, in order (and under a tty every
+    /// process of its session: a shell's jobs are groups of their own) unless the leader
+    /// was reaped. Returns whether the leader is still running.
+    fn kill_group(self: &Arc<Self>, signals: &'static [i32]) -> bool {
         let ctl = lock(&self.ctl);
         if ctl.reaped {
             return false;
         }
         let pid = self.pid as i32;
-        let _ = sys::killpg(pid, signal);
+        for signal in signals {
+            let _ = sys::killpg(pid, *signal);
+        }
+        let running = !ctl.exited;
+        drop(ctl);
         if self.pty.is_some() {
             // A shell under a tty moves its jobs to groups of their own within its session
             // (which the unreaped leader keeps reserved): signal every one of them too.
-            let _ = sys::for_each_process(|p| {
-                if p.session == pid && p.pgrp != pid && !p.zombie {
-                    let _ = sys::kill(p.pid, signal);
-                }
-            });
+            // Finding them walks /proc: on the blocking pool, outside the lock.
+            let proc = self.clone();
+            blocking(move || proc.signal_session_jobs(signals));
         }
-        !ctl.exited
+        running
+    }
+
+    /// Signals every job of the tty session through pidfds, unless the leader has been
+    /// reaped meanwhile (the session id may then belong to someone else). Blocking.
+    fn signal_session_jobs(&self, signals: &[i32]) {
+        let jobs = sys::session_jobs(self.pid as i32);
+        if jobs.is_empty() {
+            return;
+        }
+        let ctl = lock(&self.ctl);
+        if ctl.reaped {
+            return;
+        }
+        for (_, pidfd) in &jobs {
+            for signal in signals {
+                let _ = sys::pidfd_kill(pidfd.as_fd(), *signal);
+            }
+        }
+        drop(ctl);
+        self.groups.poke();
     }
 
     fn is_released(&self) -> bool {
@@ -175,11 +197,9 @@ impl Process {
 
     fn stop(self: &Arc<Self>, grace: Duration, cleanup: bool) -> bool {
         let running = if grace.is_zero() {
-            self.kill_group(libc::SIGKILL)
+            self.kill_group(&[libc::SIGKILL])
         } else {
-            let running = self.kill_group(libc::SIGTERM);
-            self.kill_group(libc::SIGCONT);
-            running
+            self.kill_group(&[libc::SIGTERM, libc::SIGCONT])
         };
         self.groups.poke();
         if self.is_done() {
@@ -199,7 +219,7 @@ impl Process {
                     }
                 }
                 if !proc.is_released() {
-                    proc.kill_group(libc::SIGKILL);
+                    proc.kill_group(&[libc::SIGKILL]);
                     proc.groups.poke();
                 }
             }
@@ -228,7 +248,16 @@ impl Process {
     }
 
     /// SIGKILL to the group now (a session dropped without shutdown).
-    pub(crate) fn kill_now(&self) {
-        self.kill_group(libc::SIGKILL);
+    pub(crate) fn kill_now(self: &Arc<Self>) {
+        self.kill_group(&[libc::SIGKILL]);
+    }
+}
+
+/// Runs `f` on tokio's blocking pool, or right here outside a runtime (a session dropped
+/// after its runtime).
+pub(crate) fn blocking(f: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => drop(handle.spawn_blocking(f)),
+        Err(_) => f(),
     }
 }

@@ -158,8 +158,10 @@ fn lookup_program(name: &str, path_var: &OsString, cwd: &Path) -> Result<PathBuf
     }))
 }
 
-/// Spawn the child described by validated `p`.
+/// Spawn the child described by validated `p`. Blocking: run it on the blocking pool.
 pub(crate) fn spawn(p: &ProcessStartParams) -> Result<Spawned, Error> {
+    #[cfg(test)]
+    crate::hold::at(&format!("spawn {}", p.process_id));
     let cwd = PathBuf::from(&p.cwd);
     let cwd_failed =
         |e: &io::Error| Error::spawn_os(SpawnStep::Cwd, &format!("cwd {:?}", p.cwd), e);
