@@ -1,7 +1,7 @@
 //! The session: owns the processes of one client and implements the `process/*` methods.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use exec_server_protocol::*;
@@ -45,6 +45,9 @@ enum Slot {
 
 struct Registry {
     map: HashMap<String, Slot>,
+    /// Released processes forgotten once closed whose group still had live members: no
+    /// longer the session's (no id, not listed, not counted), but cleanup still ends them.
+    lingering: Vec<Weak<Process>>,
     next_order: u64,
     shut_down: bool,
 }
@@ -60,6 +63,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Forget `proc` now (if it is still the one under its id): its id is free and it no
+    /// longer counts. `reaped`: nothing of it runs any more; otherwise it lingers, for the
+    /// cleanup to end what is left of its group.
+    pub(crate) fn forget_now(&self, proc: &Arc<Process>, reaped: bool) {
+        let mut reg = lock(&self.registry);
+        if let Some(Slot::Live(p)) = reg.map.get(&proc.id)
+            && Arc::ptr_eq(p, proc)
+        {
+            reg.map.remove(&proc.id);
+        }
+        reg.lingering.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&Arc::downgrade(proc)));
+        if !reaped {
+            reg.lingering.push(Arc::downgrade(proc));
+        }
+    }
+
     /// Forget `proc` after the closed-retention time (if it is still the one under its id).
     pub(crate) fn schedule_forget(self: &Arc<Self>, proc: &Arc<Process>) {
         let weak = Arc::downgrade(self);
@@ -199,6 +218,7 @@ impl Session {
                 config,
                 registry: Mutex::new(Registry {
                     map: HashMap::new(),
+                    lingering: Vec::new(),
                     next_order: 0,
                     shut_down: false,
                 }),
@@ -375,6 +395,26 @@ impl Session {
         ProcessTerminateResult { running }
     }
 
+    /// `process/release`: the client needs nothing more of this process. Once it has
+    /// closed (at once if it has) it is forgotten: its retained output is dropped, it no
+    /// longer counts towards the processes-per-session limit, and its id may be reused.
+    /// Never signals it: a running process keeps running, pushing, listing and answering
+    /// reads until it closes. -32004 for an unknown id. A process still starting is not
+    /// released (-32600): wait for [`Session::settled`] first, as the dispatch does.
+    pub fn release(&self, params: ProcessReleaseParams) -> Result<ProcessReleaseResult, Error> {
+        match self.lookup(&params.process_id) {
+            Lookup::Missing => Err(Self::not_found(&params.process_id)),
+            Lookup::Starting => Err(Error::InvalidRequest(format!(
+                "process {:?} is still starting",
+                params.process_id
+            ))),
+            Lookup::Live(p) => {
+                p.release();
+                Ok(ProcessReleaseResult {})
+            }
+        }
+    }
+
     /// `process/list`: every process the session retains, in start order.
     pub fn list(&self) -> ProcessListResult {
         let (mut procs, _) = self.snapshot(&lock(&self.shared.registry));
@@ -401,7 +441,9 @@ impl Session {
         let (procs, mut starting) = {
             let mut reg = lock(&self.shared.registry);
             reg.shut_down = true;
-            self.snapshot(&reg)
+            let (mut procs, starting) = self.snapshot(&reg);
+            procs.extend(Self::lingering(&reg));
+            (procs, starting)
         };
         let grace = Duration::from_millis(DEFAULT_GRACE_MS);
         for p in &procs {
@@ -437,6 +479,11 @@ impl Session {
         }
     }
 
+    /// Released processes forgotten before their group emptied, still alive.
+    fn lingering(reg: &Registry) -> Vec<Arc<Process>> {
+        reg.lingering.iter().filter_map(Weak::upgrade).collect()
+    }
+
     /// Every live process, and whether any start is still under way.
     fn snapshot(&self, reg: &Registry) -> (Vec<Arc<Process>>, bool) {
         let mut starting = false;
@@ -458,7 +505,12 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // Dropping a session without shutdown must not leave children behind.
-        let (procs, _) = self.snapshot(&lock(&self.shared.registry));
+        let procs = {
+            let reg = lock(&self.shared.registry);
+            let (mut procs, _) = self.snapshot(&reg);
+            procs.extend(Self::lingering(&reg));
+            procs
+        };
         for p in procs {
             if !p.is_done() {
                 p.kill_now();

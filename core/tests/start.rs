@@ -321,3 +321,95 @@ async fn unknown_users_and_bad_user_params_are_refused() {
     assert!(s.list().processes.is_empty());
     s.shutdown().await;
 }
+
+fn release(s: &Session, id: &str) -> Result<ProcessReleaseResult, Error> {
+    s.release(ProcessReleaseParams {
+        process_id: id.into(),
+    })
+}
+
+fn listed(s: &Session) -> Vec<String> {
+    s.list()
+        .processes
+        .into_iter()
+        .map(|p| p.process_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_process_is_forgotten_once_closed() {
+    let s = Session::new(SessionConfig {
+        max_processes: 2,
+        ..SessionConfig::default()
+    });
+    // Unknown: -32004.
+    let err = release(&s, "nobody").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProcessNotFound);
+
+    // Released while running: it keeps running, listed and readable, until it closes.
+    let mut p = sh("r", "read line; echo \"got $line\"");
+    p.pipe_stdin = true;
+    start(&s, p).await;
+    assert_eq!(release(&s, "r"), Ok(ProcessReleaseResult {}));
+    assert_eq!(listed(&s), ["r"]);
+    let read = s.read(read_params("r", 0, 0)).await.unwrap();
+    assert!(!read.closed);
+    // Its id stays taken while it runs.
+    assert_eq!(
+        s.start(params("r", &["true"])).await.unwrap_err().code(),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(write(&s, "r", "hi\n", None), WriteStatus::Accepted);
+    eventually("the released process to be forgotten", || listed(&s).is_empty()).await;
+    assert_eq!(
+        s.read(read_params("r", 0, 0)).await.unwrap_err().code(),
+        ErrorCode::ProcessNotFound
+    );
+    // Its id is free again.
+    start(&s, params("r", &["true"])).await;
+    read_until_closed(&s, "r").await;
+    // Released after closing: forgotten at once.
+    assert_eq!(release(&s, "r"), Ok(ProcessReleaseResult {}));
+    assert_eq!(listed(&s), Vec::<String>::new());
+
+    // Released processes never meet the limit (2 here).
+    for i in 0..10 {
+        let id = format!("loop{i}");
+        start(&s, params(&id, &["true"])).await;
+        read_until_closed(&s, &id).await;
+        release(&s, &id).unwrap();
+    }
+    assert_eq!(listed(&s), Vec::<String>::new());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_process_whose_group_lives_on_is_still_cleaned_up() {
+    let s = session();
+    // Closed at once (the background job holds none of its pipes), but its group lives.
+    let marker = format!("1000.{}3", std::process::id());
+    let leader = start(
+        &s,
+        sh("bg", &format!("sleep {marker} </dev/null >/dev/null 2>&1 &")),
+    )
+    .await
+    .pid;
+    read_until_closed(&s, "bg").await;
+    release(&s, "bg").unwrap();
+    assert_eq!(listed(&s), Vec::<String>::new());
+    let find = || {
+        group_members(leader, "sleep").into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|a| a == marker.as_bytes())
+        })
+    };
+    eventually("the background job to run", || find().is_some()).await;
+    let job = find().expect("the background job");
+    assert!(alive(job));
+    // Forgotten by the session, but the cleanup still ends it and reaps the leader.
+    s.shutdown().await;
+    eventually("the job to be killed", || !alive(job)).await;
+    eventually("the leader to be reaped", || proc_stat(leader).is_none()).await;
+}

@@ -82,7 +82,7 @@ async fn release(proc: Arc<Process>, pidfd: PidFd) {
     {
         let mut st = lock(&proc.state);
         st.released = true;
-        proc.forget_when_done(&st);
+        proc.forget_when_done(&mut st);
     }
     proc.changed.send_replace(());
 }

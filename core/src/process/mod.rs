@@ -60,6 +60,8 @@ struct State {
     released: bool,
     /// The server terminated it because its `timeoutMs` passed.
     timed_out: bool,
+    /// The client released it (`process/release`): forgotten as soon as it is closed.
+    release_requested: bool,
 }
 
 /// The parent's side of a pseudo-terminal.
@@ -140,6 +142,7 @@ impl Process {
                 closed: false,
                 released: false,
                 timed_out: false,
+                release_requested: false,
             }),
             emitter: tokio::sync::Mutex::new(Emitter::new(
                 outputs
@@ -292,15 +295,34 @@ impl Process {
         }
     }
 
-    /// Schedule forgetting once the process is both closed and released (whichever
-    /// happens last calls this with both true).
-    fn forget_when_done(self: &Arc<Self>, st: &State) {
-        if st.closed
-            && st.released
-            && let Some(shared) = self.session.upgrade()
-        {
+    /// Forget the process once it is closed: at once when the client released it (its
+    /// retained output is dropped now), else `--retain-closed-ms` after it is also reaped.
+    /// Called (under the state lock) whenever one of those changes.
+    fn forget_when_done(self: &Arc<Self>, st: &mut State) {
+        if !st.closed {
+            return;
+        }
+        let Some(shared) = self.session.upgrade() else {
+            return;
+        };
+        if st.release_requested {
+            st.chunks = VecDeque::new();
+            st.retained_bytes = 0;
+            shared.forget_now(self, st.released);
+        } else if st.released {
             shared.schedule_forget(self);
         }
+    }
+
+    /// `process/release`: forget the process once it has closed (now, if it has). Never
+    /// signals it.
+    pub(crate) fn release(self: &Arc<Self>) {
+        let mut st = lock(&self.state);
+        if st.release_requested {
+            return;
+        }
+        st.release_requested = true;
+        self.forget_when_done(&mut st);
     }
 }
 

@@ -246,7 +246,7 @@ impl Process {
         let (seq, timed_out) = {
             let mut st = lock(&self.state);
             st.closed = true;
-            self.forget_when_done(&st);
+            self.forget_when_done(&mut st);
             (st.take_seq(), st.timed_out)
         };
         self.changed.send_replace(());
