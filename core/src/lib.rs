@@ -39,4 +39,4 @@ pub use fs::{DEFAULT_FS_CONCURRENCY, Files, FsConfig};
 pub use guardian::{Guardian, guardian_main};
 pub use lock::{lock, read_lock, write_lock};
 pub use reaper::{become_subreaper, reap_orphans};
-pub use session::{Session, StartReservation, Started, raise_fd_limit};
+pub use session::{PendingWrite, Session, StartReservation, Started, raise_fd_limit};

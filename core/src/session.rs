@@ -8,7 +8,7 @@ use exec_server_protocol::*;
 
 use crate::groups::GroupWatch;
 use crate::lock::lock;
-use crate::process::{ABANDON_AFTER, LaunchParams, Process};
+use crate::process::{ABANDON_AFTER, LaunchParams, Process, WriteAnswer};
 use crate::sink::SinkHub;
 use crate::spawn;
 use crate::sys;
@@ -73,7 +73,8 @@ impl Shared {
         {
             reg.map.remove(&proc.id);
         }
-        reg.lingering.retain(|w| w.strong_count() > 0 && !w.ptr_eq(&Arc::downgrade(proc)));
+        reg.lingering
+            .retain(|w| w.strong_count() > 0 && !w.ptr_eq(&Arc::downgrade(proc)));
         if !reaped {
             reg.lingering.push(Arc::downgrade(proc));
         }
@@ -196,6 +197,32 @@ impl StartReservation {
             },
             _gate: gate,
         })
+    }
+}
+
+/// The answer to a `process/write` whose bytes are queued (see [`Session::write_then`]).
+pub struct PendingWrite(WriteAnswer);
+
+impl PendingWrite {
+    /// The answer, if it is known already (no `waitWritten`, or the bytes were written at
+    /// once).
+    pub fn now(&self) -> Option<ProcessWriteResult> {
+        self.0.now().map(|status| ProcessWriteResult { status })
+    }
+
+    /// The answer, once it is known.
+    pub async fn result(self) -> ProcessWriteResult {
+        ProcessWriteResult {
+            status: self.0.status().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingWrite")
+            .field("now", &self.0.now())
+            .finish()
     }
 }
 
@@ -339,9 +366,29 @@ impl Session {
         Ok(proc.read(params.after_seq, params.max_bytes))
     }
 
-    /// `process/write`: synchronous enqueue, so writes reach stdin in the order of these calls.
-    /// Unknown process: status `unknownProcess`; still starting: status `starting`.
+    /// `process/write`, answered when the bytes are queued: a synchronous enqueue, so
+    /// writes reach stdin in the order of these calls. Unknown process: status
+    /// `unknownProcess`; still starting: status `starting`. `waitWritten` is not waited
+    /// for here: see [`Session::write_then`].
     pub fn write(&self, params: ProcessWriteParams) -> Result<ProcessWriteResult, Error> {
+        let status = match self.enqueue(params, false)? {
+            WriteAnswer::Now(status) => status,
+            WriteAnswer::WhenWritten { .. } => WriteStatus::Accepted,
+        };
+        Ok(ProcessWriteResult { status })
+    }
+
+    /// `process/write` with `waitWritten` honoured: the bytes are queued now (call it in
+    /// the order the requests were received), and the returned [`PendingWrite`] gives the
+    /// answer: at once, or with `waitWritten` once the whole chunk has been written to the
+    /// child's stdin (`accepted`) or can no longer be (`stdinClosed`). Over the
+    /// pending-stdin limit: -32001, nothing written.
+    pub fn write_then(&self, params: ProcessWriteParams) -> Result<PendingWrite, Error> {
+        let wait = params.wait_written;
+        self.enqueue(params, wait).map(PendingWrite)
+    }
+
+    fn enqueue(&self, params: ProcessWriteParams, wait: bool) -> Result<WriteAnswer, Error> {
         if let Some(id) = &params.write_id
             && (id.is_empty() || id.len() > MAX_WRITE_ID_BYTES)
         {
@@ -350,12 +397,11 @@ impl Session {
                 id.len()
             )));
         }
-        let status = match self.lookup(&params.process_id) {
-            Lookup::Missing => WriteStatus::UnknownProcess,
-            Lookup::Starting => WriteStatus::Starting,
-            Lookup::Live(p) => p.write(params.chunk.as_bytes(), params.write_id)?,
-        };
-        Ok(ProcessWriteResult { status })
+        Ok(match self.lookup(&params.process_id) {
+            Lookup::Missing => WriteAnswer::Now(WriteStatus::UnknownProcess),
+            Lookup::Starting => WriteAnswer::Now(WriteStatus::Starting),
+            Lookup::Live(p) => p.write(params.chunk.as_bytes(), params.write_id, wait)?,
+        })
     }
 
     /// `process/closeStdin`: a pipe is closed after pending writes; a tty gets its EOF character.

@@ -360,7 +360,10 @@ async fn a_released_process_is_forgotten_once_closed() {
         ErrorCode::InvalidRequest
     );
     assert_eq!(write(&s, "r", "hi\n", None), WriteStatus::Accepted);
-    eventually("the released process to be forgotten", || listed(&s).is_empty()).await;
+    eventually("the released process to be forgotten", || {
+        listed(&s).is_empty()
+    })
+    .await;
     assert_eq!(
         s.read(read_params("r", 0, 0)).await.unwrap_err().code(),
         ErrorCode::ProcessNotFound
@@ -390,7 +393,10 @@ async fn a_released_process_whose_group_lives_on_is_still_cleaned_up() {
     let marker = format!("1000.{}3", std::process::id());
     let leader = start(
         &s,
-        sh("bg", &format!("sleep {marker} </dev/null >/dev/null 2>&1 &")),
+        sh(
+            "bg",
+            &format!("sleep {marker} </dev/null >/dev/null 2>&1 &"),
+        ),
     )
     .await
     .pid;

@@ -133,3 +133,144 @@ async fn write_ids_are_1_to_256_bytes() {
     assert_eq!(concat(&chunks, Stream::Stdout), "ok");
     s.shutdown().await;
 }
+
+fn write_params(id: &str, bytes: &[u8], wait: bool, write_id: Option<&str>) -> ProcessWriteParams {
+    ProcessWriteParams {
+        wait_written: wait,
+        process_id: id.into(),
+        chunk: bytes.to_vec().into(),
+        write_id: write_id.map(str::to_owned),
+    }
+}
+
+/// A child that reads nothing from its stdin until SIGUSR1, then reads all of it.
+fn reads_on_usr1(id: &str) -> ProcessStartParams {
+    let mut p = sh(
+        id,
+        "trap 'exec wc -c' USR1; echo ready; while :; do sleep 0.05; done",
+    );
+    p.pipe_stdin = true;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_written_answers_once_the_child_has_the_whole_chunk() {
+    let s = session();
+    start(&s, reads_on_usr1("r")).await;
+    read_until(&s, "r", 0, |_, all| {
+        concat(all, Stream::Stdout) == "ready\n"
+    })
+    .await;
+    // Larger than any pipe buffer: it cannot all be written before the child reads.
+    let big = vec![b'x'; 1 << 20];
+    let pending = s
+        .write_then(write_params("r", &big, true, Some("big")))
+        .unwrap();
+    assert_eq!(pending.now(), None);
+    let mut answer = tokio::spawn(pending.result());
+    // Not before the child reads: a write answered when queued would be done by now.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut answer).await;
+    assert!(early.is_err(), "answered before the child read its stdin");
+    // Without waitWritten, a write behind it is answered when queued, and stays in order.
+    let queued = s
+        .write_then(write_params("r", b"tail", false, None))
+        .unwrap();
+    assert_eq!(queued.now().map(|r| r.status), Some(WriteStatus::Accepted));
+    assert!(
+        s.signal(ProcessSignalParams {
+            process_id: "r".into(),
+            signal: Signal::Usr1,
+        })
+        .delivered
+    );
+    let answered = tokio::time::timeout(DEADLINE, answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.status, WriteStatus::Accepted);
+    // A waiting retry of an id that was written is answered at once, and not written again.
+    let retry = s
+        .write_then(write_params("r", &big, true, Some("big")))
+        .unwrap();
+    assert_eq!(retry.now().map(|r| r.status), Some(WriteStatus::Accepted));
+    assert_eq!(close_stdin(&s, "r"), WriteStatus::Accepted);
+    let (chunks, _) = read_until_closed(&s, "r").await;
+    let counted: String = concat(&chunks, Stream::Stdout);
+    assert_eq!(counted, format!("ready\n{}\n", (1 << 20) + 4));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_written_to_a_closed_or_ended_stdin_is_stdin_closed() {
+    let s = session();
+    // No stdin at all.
+    start(&s, params("none", &["sleep", "1000"])).await;
+    let answer = s
+        .write_then(write_params("none", b"x", true, None))
+        .unwrap()
+        .result()
+        .await;
+    assert_eq!(answer.status, WriteStatus::StdinClosed);
+    // Closed by closeStdin.
+    let mut p = params("closed", &["sleep", "1000"]);
+    p.pipe_stdin = true;
+    start(&s, p).await;
+    assert_eq!(close_stdin(&s, "closed"), WriteStatus::Accepted);
+    let answer = s
+        .write_then(write_params("closed", b"x", true, None))
+        .unwrap()
+        .result()
+        .await;
+    assert_eq!(answer.status, WriteStatus::StdinClosed);
+    // Waiting when the process dies without reading: it can no longer be written.
+    start(&s, reads_on_usr1("dies")).await;
+    read_until(&s, "dies", 0, |_, all| {
+        concat(all, Stream::Stdout) == "ready\n"
+    })
+    .await;
+    let pending = s
+        .write_then(write_params(
+            "dies",
+            &vec![b'y'; 1 << 20],
+            true,
+            Some("big"),
+        ))
+        .unwrap();
+    assert_eq!(pending.now(), None);
+    s.terminate(ProcessTerminateParams {
+        process_id: "dies".into(),
+        grace_ms: 0,
+    });
+    let answer = tokio::time::timeout(DEADLINE, pending.result())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, WriteStatus::StdinClosed);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_over_the_pending_limit_writes_none_of_it() {
+    let s = Session::new(SessionConfig {
+        max_pending_stdin_bytes: 1024,
+        ..SessionConfig::default()
+    });
+    let mut p = params("cat", &["cat"]);
+    p.pipe_stdin = true;
+    start(&s, p).await;
+    for wait in [false, true] {
+        let err = s
+            .write_then(write_params("cat", &[b'z'; 2000], wait, None))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::LimitReached);
+    }
+    let ok = s
+        .write_then(write_params("cat", b"ok\n", true, None))
+        .unwrap()
+        .result()
+        .await;
+    assert_eq!(ok.status, WriteStatus::Accepted);
+    assert_eq!(close_stdin(&s, "cat"), WriteStatus::Accepted);
+    let (chunks, _) = read_until_closed(&s, "cat").await;
+    assert_eq!(concat(&chunks, Stream::Stdout), "ok\n");
+    s.shutdown().await;
+}

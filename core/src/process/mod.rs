@@ -11,6 +11,8 @@ pub(crate) use end::ABANDON_AFTER;
 mod output;
 mod stdin;
 
+pub(crate) use stdin::WriteAnswer;
+
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, Weak};
