@@ -1,6 +1,6 @@
-//! The `fs/*` methods of SPEC section 12: read, write (at an offset, appended, or atomically
-//! replaced), stat, list, mkdir, remove (recursive without ever following a symlink) and rename,
-//! acting with the server's own permissions.
+//! The `fs/*` methods of SPEC section 12: read, write (at an offset, appended, exclusively
+//! created, or atomically replaced), stat, list, mkdir, remove (recursive without ever
+//! following a symlink), rename and chmod, acting with the server's own permissions.
 //!
 //! Every call runs on tokio's blocking pool, never on a runtime worker, and at most
 //! [`FsConfig::max_concurrent`] run at once per [`Files`]; a caller waits for a slot.
@@ -19,14 +19,17 @@ mod stat;
 mod tree;
 mod write;
 
+use std::fs::Permissions;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use exec_server_protocol::{
-    DEFAULT_DIR_MODE, FS_READ_MAX_BYTES, FileKind, FsListParams, FsListResult, FsMkdirParams,
-    FsMkdirResult, FsReadParams, FsReadResult, FsRemoveParams, FsRemoveResult, FsRenameParams,
-    FsRenameResult, FsStatParams, FsStatResult, FsWriteParams, FsWriteResult, MAX_MODE,
+    DEFAULT_DIR_MODE, FS_READ_MAX_BYTES, FileKind, FsChmodParams, FsChmodResult, FsListParams,
+    FsListResult, FsMkdirParams, FsMkdirResult, FsReadParams, FsReadResult, FsRemoveParams,
+    FsRemoveResult, FsRenameParams, FsRenameResult, FsStatParams, FsStatResult, FsWriteParams,
+    FsWriteResult, MAX_MODE,
 };
 use tokio::sync::Semaphore;
 
@@ -166,6 +169,19 @@ impl Files {
                 fail("rename", Path::new(&what), e)
             })?;
             Ok(FsRenameResult {})
+        })
+        .await
+    }
+
+    /// `fs/chmod`: chmod(2), which follows symlinks; the mode is applied exactly (setuid,
+    /// setgid and sticky included), as far as the OS lets the server set it.
+    pub async fn chmod(&self, p: FsChmodParams) -> Result<FsChmodResult, Error> {
+        let path = absolute(&p.path)?;
+        let mode = checked_mode(Some(p.mode), 0)?;
+        self.run(move || {
+            std::fs::set_permissions(&path, Permissions::from_mode(mode))
+                .map_err(|e| fail("chmod", &path, e))?;
+            Ok(FsChmodResult {})
         })
         .await
     }

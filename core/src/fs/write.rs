@@ -18,6 +18,8 @@ pub(super) struct WritePlan {
     append: bool,
     truncate: bool,
     pub(super) create: bool,
+    /// `O_EXCL`: an existing path (even a dangling symlink) is EEXIST.
+    exclusive: bool,
     pub(super) mode: u32,
     pub(super) atomic: bool,
 }
@@ -37,11 +39,18 @@ impl WritePlan {
         if p.append && p.truncate == Some(true) {
             return refuse("append and truncate exclude each other");
         }
+        if p.exclusive && p.atomic {
+            return refuse("exclusive creates the file in place: not with atomic");
+        }
+        if p.exclusive && !p.create {
+            return refuse("exclusive creates the file: not with create false");
+        }
         Ok(WritePlan {
             offset: p.offset,
             append: p.append,
             truncate: p.truncate.unwrap_or(p.offset.is_none() && !p.append),
             create: p.create,
+            exclusive: p.exclusive,
             mode: checked_mode(p.mode, DEFAULT_FILE_MODE)?,
             atomic: p.atomic,
         })
@@ -65,7 +74,7 @@ fn open_for_write(path: &Path, plan: &WritePlan) -> Result<(File, bool), Error> 
     // Create exclusively first, so the mode is applied only to a file this call created.
     match options.clone().create_new(true).mode(plan.mode).open(path) {
         Ok(file) => return Ok((file, true)),
-        Err(e) if errno_of(&e) == libc::EEXIST => {}
+        Err(e) if errno_of(&e) == libc::EEXIST && !plan.exclusive => {}
         Err(e) => return Err(fail("open", path, e)),
     }
     match options.open(path) {
@@ -145,6 +154,16 @@ mod tests {
                 mode: Some(0o10000),
                 ..base.clone()
             },
+            FsWriteParams {
+                exclusive: true,
+                atomic: true,
+                ..base.clone()
+            },
+            FsWriteParams {
+                exclusive: true,
+                create: false,
+                ..base.clone()
+            },
         ];
         for p in bad {
             let e = WritePlan::new(&p).unwrap_err();
@@ -160,9 +179,28 @@ mod tests {
         assert!(!at.truncate);
         let appended = WritePlan::new(&FsWriteParams {
             append: true,
-            ..base
+            ..base.clone()
         })
         .unwrap();
         assert!(!appended.truncate);
+        // Exclusive goes with offset or append: the new file gets the bytes there.
+        for p in [
+            FsWriteParams {
+                exclusive: true,
+                ..base.clone()
+            },
+            FsWriteParams {
+                exclusive: true,
+                offset: Some(5),
+                ..base.clone()
+            },
+            FsWriteParams {
+                exclusive: true,
+                append: true,
+                ..base
+            },
+        ] {
+            assert!(WritePlan::new(&p).unwrap().exclusive, "{p:?}");
+        }
     }
 }
