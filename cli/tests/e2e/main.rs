@@ -10,6 +10,7 @@ mod cp;
 mod failed_starts;
 mod faults;
 mod fs;
+mod fs_modes;
 mod process_options;
 mod regressions;
 mod run;
