@@ -216,6 +216,16 @@ impl PendingWrite {
             status: self.0.status().await,
         }
     }
+
+    /// The answer, once it is known or once `stop` resolves (the connection is finishing:
+    /// every request read must be answered). Then it says what is true at that moment:
+    /// `accepted` if the whole chunk has been written, else `stdinClosed` (the server is
+    /// about to end the process).
+    pub async fn result_unless(self, stop: impl Future<Output = ()>) -> ProcessWriteResult {
+        ProcessWriteResult {
+            status: self.0.status_unless(stop).await,
+        }
+    }
 }
 
 impl std::fmt::Debug for PendingWrite {

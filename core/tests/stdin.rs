@@ -147,7 +147,7 @@ fn write_params(id: &str, bytes: &[u8], wait: bool, write_id: Option<&str>) -> P
 fn reads_on_usr1(id: &str) -> ProcessStartParams {
     let mut p = sh(
         id,
-        "trap 'exec wc -c' USR1; echo ready; while :; do sleep 0.05; done",
+        "trap 'exec wc -c' USR1; echo ready; while :; do sleep 0.05; done 2>/dev/null",
     );
     p.pipe_stdin = true;
     p

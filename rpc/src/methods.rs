@@ -3,12 +3,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation, lock};
+use exec_server_core::{
+    DEFAULT_FS_CONCURRENCY, Files, FsConfig, PendingWrite, Session, StartReservation, lock,
+};
 use exec_server_protocol::{
     FS_READ_MAX_BYTES, FsChmod, FsList, FsMkdir, FsRead, FsReadParams, FsRemove, FsRename, FsStat,
     FsWrite, Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
-    ProcessReadParams, ProcessReadResult, ProcessResize, ProcessSignal, ProcessStart,
-    ProcessTerminate, ProcessWrite,
+    ProcessReadParams, ProcessReadResult, ProcessRelease, ProcessResize, ProcessSignal,
+    ProcessStart, ProcessTerminate, ProcessWrite, ProcessWriteResult,
 };
 use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
 use jsonrpsee_types::ErrorObjectOwned;
@@ -49,6 +51,11 @@ fn take<T: Send + Sync + 'static>(ext: &Extensions) -> Result<T, Error> {
         .and_then(|p| lock(&p.0).take())
         .ok_or_else(|| Error::Internal("call dispatched without its prepared params".into()))
 }
+
+/// Put into the extensions of a `process/write` call: cancelled when the connection
+/// finishes (a write waiting to be written is answered at once).
+#[derive(Clone)]
+pub(crate) struct DrainExt(pub(crate) CancellationToken);
 
 /// Put into the extensions of a `process/read` call.
 #[derive(Clone)]
@@ -93,7 +100,7 @@ macro_rules! target {
     )*};
 }
 target!(
-    exec_server_protocol::ProcessWriteParams,
+    exec_server_protocol::ProcessReleaseParams,
     exec_server_protocol::ProcessCloseStdinParams,
     exec_server_protocol::ProcessSignalParams,
     exec_server_protocol::ProcessResizeParams,
@@ -230,8 +237,21 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
             Ok::<ProcessReadResult, Error>(result)
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
-    sync_method::<ProcessWrite, _>(&mut module, |session, p| {
-        session.write(p).map_err(Error::from)
+    // The read loop parsed the params and queued the bytes (`Session::write_then`), in
+    // receipt order; only the answer waits here: at once, or with `waitWritten` once the
+    // chunk is written. A finishing connection answers a waiting write at once.
+    module
+        .register_async_method(ProcessWrite::NAME, |_, _, ext| async move {
+            let pending: PendingWrite = take(&ext)?;
+            let drain = ext
+                .get::<DrainExt>()
+                .map(|d| d.0.clone())
+                .ok_or_else(|| Error::Internal("write dispatched without its drain".into()))?;
+            Ok::<ProcessWriteResult, Error>(pending.result_unless(drain.cancelled_owned()).await)
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    sync_method::<ProcessRelease, _>(&mut module, |session, p| {
+        session.release(p).map_err(Error::from)
     })?;
     sync_method::<ProcessCloseStdin, _>(&mut module, |session, p| Ok(session.close_stdin(p)))?;
     sync_method::<ProcessSignal, _>(&mut module, |session, p| Ok(session.signal(p)))?;

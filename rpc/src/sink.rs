@@ -208,7 +208,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&notification_json(&closed)).unwrap();
         assert_eq!(
             v,
-            json!({"jsonrpc":"2.0","method":notification::PROCESS_CLOSED,"params":{"processId":"p1","seq":3}})
+            json!({"jsonrpc":"2.0","method":notification::PROCESS_CLOSED,"params":{"processId":"p1","seq":3,"timedOut":false}})
         );
     }
 }

@@ -8,6 +8,9 @@ use crate::client::{Client, Kind, ServerProc, b64};
 /// The message size limit of the servers under test.
 const MAX: usize = 65_536;
 
+/// The pending-stdin limit of the servers under test.
+const PENDING_STDIN: usize = 4096;
+
 /// What the server must do with a message.
 #[derive(Debug, Clone)]
 enum Expect {
@@ -15,6 +18,8 @@ enum Expect {
     Error(ErrorCode, Value),
     /// A successful response with this id.
     Result(Value),
+    /// A successful response with this id and exactly this result.
+    Answer(Value, Value),
     /// Nothing (a notification).
     Nothing,
 }
@@ -430,6 +435,33 @@ fn corpus() -> Vec<Case> {
             Expect::Result(json!(39)),
         ),
         case(
+            "release of an unknown process",
+            req(
+                json!(44),
+                method::PROCESS_RELEASE,
+                json!({"processId": "nobody"}),
+            ),
+            Expect::Error(ProcessNotFound, json!(44)),
+        ),
+        case(
+            "waitWritten to a closed stdin",
+            req(
+                json!(45),
+                method::PROCESS_WRITE,
+                json!({"processId": "no-stdin", "chunk": b64(b"x"), "waitWritten": true}),
+            ),
+            Expect::Answer(json!(45), json!({"status": "stdinClosed"})),
+        ),
+        case(
+            "a write over the pending-stdin limit",
+            req(
+                json!(46),
+                method::PROCESS_WRITE,
+                json!({"processId": "tty", "chunk": b64(&[b'x'; PENDING_STDIN + 1])}),
+            ),
+            Expect::Error(LimitReached, json!(46)),
+        ),
+        case(
             "mergeStderr with a tty",
             start(
                 43,
@@ -574,6 +606,10 @@ async fn check(c: &mut Client, name: &str, expect: &Expect) {
                 "{name}: {r}"
             );
         }
+        Expect::Answer(id, result) => {
+            let r = c.response(id).await;
+            assert_eq!(&r["result"], result, "{name}: {r}");
+        }
         Expect::Nothing => {}
     }
     let list = c.call(method::PROCESS_LIST, json!({})).await;
@@ -584,16 +620,27 @@ async fn check(c: &mut Client, name: &str, expect: &Expect) {
 
 async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
     let max = MAX.to_string();
-    let mut server = ServerProc::start(kind, &["--max-message-bytes", &max]).await?;
+    let pending = PENDING_STDIN.to_string();
+    let mut server = ServerProc::start(
+        kind,
+        &[
+            "--max-message-bytes",
+            &max,
+            "--max-pending-stdin-bytes",
+            &pending,
+        ],
+    )
+    .await?;
     let mut c = server.client().await?;
     c.handshake().await;
     c.start("tty", &["cat"], json!({"tty": true})).await;
+    c.start("no-stdin", &["sleep", "1000"], json!({})).await;
     for case in corpus() {
         eprintln!("case: {}", case.name);
         c.send_bytes(&case.message).await?;
         check(&mut c, &case.name, &case.expect).await;
     }
-    // The tty process is untouched by all of it.
+    // The tty process is untouched by all of it (nothing of the refused write reached it).
     let r = c
         .call(
             method::PROCESS_WRITE,
@@ -601,6 +648,13 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
         )
         .await;
     assert_eq!(r, json!({"status": "accepted"}));
+    c.call(method::PROCESS_CLOSE_STDIN, json!({"processId": "tty"}))
+        .await;
+    let events = c.events_until_closed("tty").await;
+    assert_eq!(
+        crate::client::output_of(&events),
+        b"still here\r\nstill here\r\n"
+    );
     Ok(())
 }
 

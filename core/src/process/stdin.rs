@@ -86,6 +86,27 @@ impl WriteAnswer {
         }
     }
 
+    /// The status, once it is known or once `stop` resolves: then what is true at that
+    /// moment (`accepted` if the whole chunk is written, else `stdinClosed`).
+    pub(crate) async fn status_unless(self, stop: impl Future<Output = ()>) -> WriteStatus {
+        match self {
+            WriteAnswer::Now(status) => status,
+            WriteAnswer::WhenWritten { progress, end } => {
+                let snapshot = progress.clone();
+                tokio::select! {
+                    status = (WriteAnswer::WhenWritten { progress, end }).status() => status,
+                    () = stop => {
+                        if snapshot.borrow().written >= end {
+                            WriteStatus::Accepted
+                        } else {
+                            WriteStatus::StdinClosed
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The status if it is known now.
     pub(crate) fn now(&self) -> Option<WriteStatus> {
         match self {
@@ -149,6 +170,8 @@ impl Stdin {
         write_id: Option<String>,
         wait: bool,
     ) -> Result<WriteAnswer, Error> {
+        // An empty chunk has nothing to wait for.
+        let wait = wait && !chunk.is_empty();
         let mut q = lock(&self.queue);
         if let Some(id) = &write_id
             && let Some(end) = q.write_ids.get(id).copied()

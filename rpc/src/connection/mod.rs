@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use exec_server_core::lock;
 use exec_server_protocol::{
-    FsRead, Initialize, Method, ProcessList, ProcessRead, ProcessReadParams, ProcessResize,
-    ProcessResizeParams, ProcessSignal, ProcessSignalParams, ProcessStart, ProcessStartParams,
-    ProcessTerminate, ProcessTerminateParams,
+    FsRead, Initialize, Method, ProcessList, ProcessRead, ProcessReadParams, ProcessRelease,
+    ProcessReleaseParams, ProcessResize, ProcessResizeParams, ProcessSignal, ProcessSignalParams,
+    ProcessStart, ProcessStartParams, ProcessTerminate, ProcessTerminateParams, ProcessWrite,
+    ProcessWriteParams,
 };
 use jsonrpsee_core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse};
 use jsonrpsee_types::error::OVERSIZED_RESPONSE_CODE;
@@ -22,7 +23,7 @@ use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Error;
-use crate::methods::{Prepared, ReadExt, SessionExt, check_process_id, parse};
+use crate::methods::{DrainExt, Prepared, ReadExt, SessionExt, check_process_id, parse};
 use crate::queue::OutTx;
 use envelope::{Inbound, classify, clip, error_json};
 pub use outbound::{Message, Outbound};
@@ -160,18 +161,32 @@ impl Connection {
                 } else {
                     Params::new(raw).into_owned()
                 };
-                let call = callback(
+                let mut call = callback(
                     id.clone(),
                     params,
                     ConnectionId(shared.id as usize),
                     max,
                     extensions,
                 );
+                if name == ProcessWrite::NAME {
+                    // A write whose answer is known now (no `waitWritten`, or written at
+                    // once) is answered here, without a task: the interactive path.
+                    let polled = {
+                        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                        call.as_mut().poll(&mut cx)
+                    };
+                    if let std::task::Poll::Ready(response) = polled {
+                        send_response(&shared.tx, id, response, max, None).await;
+                        drop(permit);
+                        return;
+                    }
+                }
                 let tx = shared.tx.clone();
                 let close = shared.close.clone();
-                // A long poll is abandoned with its connection (nobody is left to
-                // answer); other calls finish (a start must not be abandoned half way).
-                let cancellable = name == ProcessRead::NAME;
+                // A long poll and a write waiting to be written are abandoned with their
+                // connection (nobody is left to answer); other calls finish (a start must
+                // not be abandoned half way).
+                let cancellable = name == ProcessRead::NAME || name == ProcessWrite::NAME;
                 tokio::spawn(async move {
                     let response = if cancellable {
                         tokio::select! {
@@ -193,9 +208,9 @@ impl Connection {
         }
     }
 
-    /// Parses the params of `process/start` and `process/read` into their extensions (a
-    /// start reserves its `processId` here); other asynchronous methods parse theirs in
-    /// their task. Returns the slot where a read leaves the room it reserved in the
+    /// Parses the params of `process/start`, `process/read` and `process/write` into their
+    /// extensions (a start reserves its `processId` here, a write queues its bytes); other
+    /// asynchronous methods parse theirs in their task. Returns the slot where a read leaves the room it reserved in the
     /// outbound queue, and whether the params were parsed here.
     fn prepare(
         &self,
@@ -213,14 +228,22 @@ impl Connection {
             });
             return Ok((Some(room), false));
         }
-        if name != ProcessStart::NAME && name != ProcessRead::NAME {
+        if name != ProcessStart::NAME && name != ProcessRead::NAME && name != ProcessWrite::NAME {
             return Ok((None, false));
         }
         let session = ext
             .get::<SessionExt>()
             .map(|s| s.0.clone())
             .ok_or_else(|| Error::Internal("call dispatched without a session".into()))?;
-        if name == ProcessStart::NAME {
+        if name == ProcessWrite::NAME {
+            // Queued here, in receipt order; only the answer may wait (`waitWritten`).
+            let params: ProcessWriteParams = parse(raw)?;
+            check_process_id(&params.process_id)?;
+            let pending = session.write_then(params).map_err(Error::from)?;
+            ext.insert(Prepared::new(pending));
+            ext.insert(DrainExt(self.shared.drain.clone()));
+            Ok((None, true))
+        } else if name == ProcessStart::NAME {
             let params: ProcessStartParams = parse(raw)?;
             let reservation = session.reserve(params).map_err(Error::from)?;
             ext.insert(Prepared::new(reservation));
@@ -256,6 +279,10 @@ impl Connection {
                 .map(|p| p.process_id)
         } else if name == ProcessResize::NAME {
             parse::<ProcessResizeParams>(raw).ok().map(|p| p.process_id)
+        } else if name == ProcessRelease::NAME {
+            parse::<ProcessReleaseParams>(raw)
+                .ok()
+                .map(|p| p.process_id)
         } else if name == ProcessList::NAME {
             session.all_settled().await;
             None
