@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
 use crate::lock::lock;
-use crate::{reaper, sys};
+use crate::{blocking, reaper, sys};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -82,7 +82,7 @@ async fn run(inner: Arc<Inner>) {
             pending.waiters.iter().map(|(id, _)| *id).collect()
         };
         // Reading /proc is blocking work: on the blocking pool, never a runtime worker.
-        let scan = tokio::task::spawn_blocking(move || {
+        let scan = blocking::run(move || {
             #[cfg(test)]
             crate::hold::at("group scan");
             if reaper::is_subreaper() {
@@ -92,7 +92,7 @@ async fn run(inner: Arc<Inner>) {
             }
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        .unwrap_or_else(|| Err(std::io::Error::other("the /proc scan failed")));
         let live = match scan {
             Ok(live) => live,
             Err(e) => {

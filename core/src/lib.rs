@@ -14,6 +14,7 @@
 //!   through a pid that was already reaped and possibly reused.
 
 mod account;
+mod blocking;
 mod config;
 mod environ;
 mod error;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use exec_server_protocol::*;
 
+use crate::blocking;
 use crate::groups::GroupWatch;
 use crate::lock::lock;
 use crate::process::{ABANDON_AFTER, LaunchParams, Process, WriteAnswer};
@@ -153,12 +154,12 @@ impl StartReservation {
             return Err(Error::Internal("start reservation used twice".into()));
         };
         // A failure (or a panic) drops `self` unregistered: the id is released.
-        let (params, spawned) = tokio::task::spawn_blocking(move || {
+        let (params, spawned) = blocking::run(move || {
             let spawned = spawn::spawn(&params);
             (params, spawned)
         })
         .await
-        .map_err(|e| Error::Internal(format!("the spawn failed: {e}")))?;
+        .ok_or_else(|| Error::Internal("the spawn failed".into()))?;
         let spawned = spawned?;
         let pid = spawned.pid;
         let gate = tokio::sync::watch::Sender::new(());

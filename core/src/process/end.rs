@@ -152,7 +152,7 @@ impl Process {
             // (which the unreaped leader keeps reserved): signal every one of them too.
             // Finding them walks /proc: on the blocking pool, outside the lock.
             let proc = self.clone();
-            blocking(move || proc.signal_session_jobs(signals));
+            crate::blocking::detach(move || proc.signal_session_jobs(signals));
         }
         running
     }
@@ -250,14 +250,5 @@ impl Process {
     /// SIGKILL to the group now (a session dropped without shutdown).
     pub(crate) fn kill_now(self: &Arc<Self>) {
         self.kill_group(&[libc::SIGKILL]);
-    }
-}
-
-/// Runs `f` on tokio's blocking pool, or right here outside a runtime (a session dropped
-/// after its runtime).
-pub(crate) fn blocking(f: impl FnOnce() + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => drop(handle.spawn_blocking(f)),
-        Err(_) => f(),
     }
 }
