@@ -165,7 +165,7 @@ pub async fn lifecycle(kind: Kind) -> anyhow::Result<()> {
     assert_eq!(
         events[3],
         json!({"jsonrpc": "2.0", "method": notification::PROCESS_CLOSED,
-               "params": {"processId": "p1", "seq": 4}})
+               "params": {"processId": "p1", "seq": 4, "timedOut": false}})
     );
 
     let read = c

@@ -180,8 +180,21 @@ fn an_interactive_shell_follows_the_window_and_leaves_the_terminal_sane() {
     let remote_term = tmux.wait_for("TERM", |s| line_after(s, "term-2"));
     assert_eq!(remote_term, term.trim());
 
-    // Ctrl-C is a keypress for the remote terminal: it stops `sleep`, not the shell.
-    tmux.type_line("sleep 100");
+    // Ctrl-C is a keypress for the remote terminal: it stops `sleep`, not the shell. It is
+    // pressed once `sleep` runs (and so holds the terminal's foreground): pressed while
+    // the shell still reads the line, it would only cancel the line editing, and `sleep`
+    // would then run its 100 s.
+    let marker = format!("100.{}", std::process::id());
+    tmux.type_line(&format!("sleep {marker}"));
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while crate::client::processes_with_arg(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the remote sleep to run; the screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     tmux.key("C-c");
     tmux.type_line("echo after-interrupt-$((6*7))");
     tmux.wait_for("the shell after Ctrl-C", |s| {
