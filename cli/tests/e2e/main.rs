@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod abuse;
+mod abuse_frames;
 mod binary;
 mod client;
 mod cp;
