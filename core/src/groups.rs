@@ -82,7 +82,7 @@ async fn run(inner: Arc<Inner>) {
             pending.waiters.iter().map(|(id, _)| *id).collect()
         };
         // Reading /proc is blocking work: on the blocking pool, never a runtime worker.
-        let scan = blocking::run(move || {
+        let scan = blocking::walk(move || {
             #[cfg(test)]
             crate::hold::at("group scan");
             if reaper::is_subreaper() {

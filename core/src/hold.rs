@@ -7,24 +7,37 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 
 use crate::lock::lock;
 
-static HOLDS: Mutex<Vec<(String, Receiver<()>)>> = Mutex::new(Vec::new());
+/// An armed point: who is told when it is reached, and what it waits for.
+type Armed = (String, Sender<()>, Receiver<()>);
 
-/// The next pass through `point` waits until the returned sender sends (or is dropped).
-pub(crate) fn arm(point: &str) -> Sender<()> {
-    let (tx, rx) = channel();
-    lock(&HOLDS).push((point.to_owned(), rx));
-    tx
+static HOLDS: Mutex<Vec<Armed>> = Mutex::new(Vec::new());
+
+/// A test's side of an armed point.
+pub(crate) struct Hold {
+    /// Send (or drop) to let the held work go on.
+    pub(crate) release: Sender<()>,
+    /// Receives once the work has reached the point.
+    pub(crate) reached: Receiver<()>,
+}
+
+/// The next pass through `point` waits until the hold is released.
+pub(crate) fn arm(point: &str) -> Hold {
+    let (release, wait) = channel();
+    let (tell, reached) = channel();
+    lock(&HOLDS).push((point.to_owned(), tell, wait));
+    Hold { release, reached }
 }
 
 /// Waits here if a test armed `point`.
 pub(crate) fn at(point: &str) {
     let held = {
         let mut holds = lock(&HOLDS);
-        let index = holds.iter().position(|(p, _)| p == point);
-        index.map(|i| holds.remove(i).1)
+        let index = holds.iter().position(|(p, _, _)| p == point);
+        index.map(|i| holds.remove(i))
     };
-    if let Some(rx) = held {
-        let _ = rx.recv();
+    if let Some((_, tell, wait)) = held {
+        let _ = tell.send(());
+        let _ = wait.recv();
     }
 }
 
@@ -63,7 +76,7 @@ mod tests {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let release = arm(point);
+        let release = arm(point).release;
         let (progressed, progress) = channel::<()>();
         let watchdog = std::thread::spawn(move || {
             let in_time = progress.recv_timeout(Duration::from_secs(10)).is_ok();
@@ -84,7 +97,7 @@ mod tests {
         );
         // The hold was reached (or the test proves nothing).
         assert!(
-            lock(&HOLDS).iter().all(|(p, _)| p != point),
+            lock(&HOLDS).iter().all(|(p, _, _)| p != point),
             "{point} never reached"
         );
     }
@@ -102,6 +115,51 @@ mod tests {
         })
         .await;
         assert!(started.load(Ordering::SeqCst));
+    }
+
+    /// A start whose future is dropped while its child is being spawned leaves no child
+    /// behind (killed and reaped) and releases its id.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_start_dropped_during_its_spawn_leaves_no_child() {
+        let s = Session::new(SessionConfig::default());
+        let marker = format!("1000.{}9", std::process::id());
+        let hold = arm("spawn abandoned");
+        let task = tokio::spawn({
+            let s = s.clone();
+            let script = format!("exec sleep {marker}");
+            async move { s.start(params("abandoned", &script)).await.map(drop) }
+        });
+        // The spawn has begun on a blocking thread when the hold is reached.
+        let reached = tokio::task::spawn_blocking(move || hold.reached.recv().is_ok());
+        assert!(reached.await.unwrap());
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        drop(hold.release);
+        // Killed (and reaped) on that thread: wait (bounded) until no process has the marker.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !running_with(&marker).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the child still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The id is free again.
+        s.start(params("abandoned", "true")).await.unwrap();
+        s.shutdown().await;
+    }
+
+    /// Processes whose argv holds `marker`.
+    fn running_with(marker: &str) -> Vec<i32> {
+        let mut out = Vec::new();
+        crate::sys::for_each_process(|p| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes()) {
+                out.push(p.pid);
+            }
+        })
+        .unwrap();
+        out
     }
 
     #[tokio::test(flavor = "current_thread")]

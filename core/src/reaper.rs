@@ -117,7 +117,7 @@ pub async fn reap_orphans() {
         }
     };
     loop {
-        crate::blocking::run(reap_dead_orphans).await;
+        crate::blocking::walk(reap_dead_orphans).await;
         if sigchld.recv().await.is_none() {
             return;
         }

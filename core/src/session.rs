@@ -140,24 +140,26 @@ impl StartReservation {
     ///
     /// The spawn is blocking work (the user's account may come from a directory service,
     /// the working directory and `PATH` are looked at, a pty is opened, and the thread
-    /// waits until the child has exec'd): it runs on the blocking pool, never on a runtime
-    /// worker. It runs to the end in a task of its own even if this future is dropped, so
-    /// a child that was started is always registered (and cleaned up with the session).
-    pub async fn spawn(self) -> Result<Started, Error> {
-        tokio::spawn(self.spawn_to_the_end())
-            .await
-            .unwrap_or_else(|e| Err(Error::Internal(format!("the spawn task failed: {e}"))))
-    }
-
-    async fn spawn_to_the_end(mut self) -> Result<Started, Error> {
+    /// waits until the child has exec'd): it runs on core's blocking threads, never on a
+    /// runtime worker. If this future is dropped before the child is registered, a child
+    /// already started is killed and reaped, and the id released.
+    pub async fn spawn(mut self) -> Result<Started, Error> {
         let Some(params) = self.params.take() else {
             return Err(Error::Internal("start reservation used twice".into()));
         };
-        // A failure (or a panic) drops `self` unregistered: the id is released.
-        let (params, spawned) = blocking::run(move || {
-            let spawned = spawn::spawn(&params);
-            (params, spawned)
-        })
+        // A failure (or a panic) drops `self` unregistered: the id is released. From the
+        // result on, nothing awaits until the process is registered.
+        let (params, spawned) = blocking::run_or(
+            move || {
+                let spawned = spawn::spawn(&params);
+                (params, spawned)
+            },
+            |(_, unclaimed)| {
+                if let Ok(spawned) = unclaimed {
+                    spawn::abandon(spawned);
+                }
+            },
+        )
         .await
         .ok_or_else(|| Error::Internal("the spawn failed".into()))?;
         let spawned = spawned?;

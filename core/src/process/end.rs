@@ -152,7 +152,7 @@ impl Process {
             // (which the unreaped leader keeps reserved): signal every one of them too.
             // Finding them walks /proc: on the blocking pool, outside the lock.
             let proc = self.clone();
-            crate::blocking::detach(move || proc.signal_session_jobs(signals));
+            crate::blocking::detach_walk(move || proc.signal_session_jobs(signals));
         }
         running
     }

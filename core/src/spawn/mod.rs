@@ -308,6 +308,14 @@ fn open_pidfd(pid: i32) -> Result<AsyncFd<OwnedFd>, Error> {
         .map_err(|e| Error::Internal(format!("registering a pidfd with the reactor: {e}")))
 }
 
+/// A spawned child nobody took (the start was abandoned): killed with its group and
+/// reaped (blocking), so it never runs unowned.
+pub(crate) fn abandon(spawned: Spawned) {
+    let pid = spawned.pid as i32;
+    drop(spawned);
+    drop(Unowned::new(pid));
+}
+
 /// A child that was spawned but is not owned by a `Process` yet: if setting it up fails,
 /// dropping this kills its group and reaps it, so it never runs unowned.
 struct Unowned {
