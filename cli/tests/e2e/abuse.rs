@@ -459,6 +459,85 @@ fn corpus() -> Vec<Case> {
             ),
             Expect::Nothing,
         ),
+        // Acks (SPEC section 13): never answered, whatever they hold.
+        case(
+            "an ack with params a string",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":"x"}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack without params",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}"}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack without seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty"}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a negative seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":-1}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a seq beyond u64",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":18446744073709551616}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with seq a string",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":"1"}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a 10 KiB processId",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"{long_id}","seq":1}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack of an unknown process, the largest seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"nobody","seq":18446744073709551615}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack sent as a request",
+            req(
+                json!(43),
+                notification::PROCESS_ACK,
+                json!({"processId": "tty", "seq": 1}),
+            ),
+            Expect::Error(MethodNotFound, json!(43)),
+        ),
+        case(
+            "session/close with params a string",
+            req(json!(44), method::SESSION_CLOSE, json!("x")),
+            Expect::Error(InvalidParams, json!(44)),
+        ),
         case(
             "notification of a real method",
             format!(
@@ -504,14 +583,15 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
     let max = MAX.to_string();
     let mut server = ServerProc::start(kind, &["--max-message-bytes", &max]).await?;
     let mut c = server.client().await?;
-    c.handshake().await;
+    // With output windows, so acks are parsed and applied.
+    crate::flow::init(&mut c, Some(crate::flow::W), false, None).await;
     c.start("tty", &["cat"], json!({"tty": true})).await;
     for case in corpus() {
         eprintln!("case: {}", case.name);
         c.send_bytes(&case.message).await?;
         check(&mut c, &case.name, &case.expect).await;
     }
-    // The tty process is untouched by all of it.
+    // The tty process is untouched by all of it, and its output still flows.
     let r = c
         .call(
             method::PROCESS_WRITE,
@@ -519,7 +599,138 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
         )
         .await;
     assert_eq!(r, json!({"status": "accepted"}));
+    let mut echoed = Vec::new();
+    while !String::from_utf8_lossy(&echoed).contains("still here") {
+        let n = c.notification().await;
+        assert_eq!(n["params"]["processId"], "tty", "{n}");
+        echoed.extend(crate::client::unb64(&n["params"]["chunk"]));
+    }
     Ok(())
+}
+
+/// `outputWindowBytes` out of range or of the wrong type: -32602, no session is opened,
+/// and the connection can still initialize.
+async fn bad_windows(kind: Kind) -> anyhow::Result<()> {
+    let mut server = ServerProc::start(kind, &[]).await?;
+    let mut c = server.client().await?;
+    let bad = [
+        json!(0),
+        json!(65_535),
+        json!(67_108_865),
+        json!(u64::MAX),
+        json!(-1),
+        json!(65_536.5),
+        json!("65536"),
+        json!(true),
+        json!({}),
+        json!([65_536]),
+    ];
+    for window in bad {
+        let e = c
+            .call_err(
+                method::INITIALIZE,
+                json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": window}}),
+                ErrorCode::InvalidParams,
+            )
+            .await;
+        if window.as_u64().is_some() {
+            assert!(
+                e["message"].as_str().unwrap().contains("outputWindowBytes"),
+                "{window}: {e}"
+            );
+        }
+    }
+    // `null` is no window; the bounds themselves are fine.
+    let result = c
+        .call(
+            method::INITIALIZE,
+            json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": null}}),
+        )
+        .await;
+    assert_eq!(result["capabilities"]["outputWindowBytes"], Value::Null);
+    for window in [65_536u64, 67_108_864] {
+        let mut other = match kind {
+            Kind::Stdio => break,
+            Kind::Ws => Client::ws(server.url()).await?,
+        };
+        crate::flow::init(&mut other, Some(window), false, None).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_windows_over_stdio() -> anyhow::Result<()> {
+    bad_windows(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn bad_windows_over_ws() -> anyhow::Result<()> {
+    bad_windows(Kind::Ws).await
+}
+
+/// `session/close` before the handshake, then twice in a row and a request behind them:
+/// that request gets -32600, both closes `{}` (the first one first), then the connection
+/// ends.
+async fn session_close_twice(kind: Kind) -> anyhow::Result<()> {
+    let mut server = ServerProc::start(kind, &[]).await?;
+    let mut c = server.client().await?;
+    c.call_err(method::SESSION_CLOSE, json!({}), ErrorCode::InvalidRequest)
+        .await;
+    c.call(method::INITIALIZE, json!({"clientName": "e2e"}))
+        .await;
+    c.call_err(method::SESSION_CLOSE, json!({}), ErrorCode::InvalidRequest)
+        .await;
+    c.notify(notification::INITIALIZED, json!({})).await;
+    // It ignores SIGTERM, so the close takes the whole grace (1 s): the server reads the
+    // requests pipelined behind it long before it ends the connection (messages it has
+    // not read by then go unanswered).
+    c.start(
+        "p",
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; while :; do sleep 1; done",
+        ],
+        json!({}),
+    )
+    .await;
+    let ready = c
+        .call(
+            method::PROCESS_READ,
+            json!({"processId": "p", "afterSeq": 0, "waitMs": 30_000}),
+        )
+        .await;
+    assert_eq!(ready["chunks"].as_array().map(Vec::len), Some(1), "{ready}");
+
+    let first = c.send_request(method::SESSION_CLOSE, json!({})).await;
+    let second = c.send_request(method::SESSION_CLOSE, json!({})).await;
+    let between = c.send_request(method::PROCESS_LIST, json!({})).await;
+    let refused = c.response(&between).await;
+    assert_eq!(
+        refused["error"]["code"],
+        ErrorCode::InvalidRequest.code(),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains(method::SESSION_CLOSE), "{message}");
+    let log_start = c.log.len();
+    assert_eq!(c.response(&first).await["result"], json!({}));
+    assert_eq!(c.response(&second).await["result"], json!({}));
+    let at = |id: &Value| c.log[log_start..].iter().position(|m| &m["id"] == id);
+    assert!(at(&first) < at(&second), "{:?}", &c.log[log_start..]);
+    let next = crate::client::within("the connection to close", c.recv_text()).await?;
+    assert!(next.is_none(), "{next:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn session_close_twice_over_stdio() -> anyhow::Result<()> {
+    session_close_twice(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn session_close_twice_over_ws() -> anyhow::Result<()> {
+    session_close_twice(Kind::Ws).await
 }
 
 #[tokio::test]

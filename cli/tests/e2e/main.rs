@@ -8,6 +8,7 @@ mod binary;
 mod client;
 mod cp;
 mod faults;
+mod flow;
 mod fs;
 mod regressions;
 mod run;
