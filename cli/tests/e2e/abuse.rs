@@ -6,11 +6,11 @@ use serde_json::{Value, json};
 use crate::client::{Client, Kind, ServerProc, b64};
 
 /// The message size limit of the servers under test.
-const MAX: usize = 65_536;
+pub(crate) const MAX: usize = 65_536;
 
 /// What the server must do with a message.
 #[derive(Debug, Clone)]
-enum Expect {
+pub(crate) enum Expect {
     /// An error response with this code and this id.
     Error(ErrorCode, Value),
     /// A successful response with this id.
@@ -33,14 +33,14 @@ fn case(name: &str, message: impl Into<Vec<u8>>, expect: Expect) -> Case {
     }
 }
 
-fn req(id: Value, method: &str, params: Value) -> Vec<u8> {
+pub(crate) fn req(id: Value, method: &str, params: Value) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
         .to_string()
         .into_bytes()
 }
 
 /// A `process/list` request with id `id`, padded with spaces to exactly `len` bytes.
-fn padded_list(id: u64, len: usize) -> Vec<u8> {
+pub(crate) fn padded_list(id: u64, len: usize) -> Vec<u8> {
     let head = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{}\",",
         method::PROCESS_LIST
@@ -551,7 +551,7 @@ fn corpus() -> Vec<Case> {
 
 /// Checks the answer to a message, then that a normal request works and nothing else
 /// was answered.
-async fn check(c: &mut Client, name: &str, expect: &Expect) {
+pub(crate) async fn check(c: &mut Client, name: &str, expect: &Expect) {
     match expect {
         Expect::Error(code, id) => {
             let r = c.response(id).await;
@@ -584,7 +584,7 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
     let mut server = ServerProc::start(kind, &["--max-message-bytes", &max]).await?;
     let mut c = server.client().await?;
     // With output windows, so acks are parsed and applied.
-    crate::flow::init(&mut c, Some(crate::flow::W), false, None).await;
+    crate::window_client::init(&mut c, Some(crate::window_client::W), false, None).await;
     c.start("tty", &["cat"], json!({"tty": true})).await;
     for case in corpus() {
         eprintln!("case: {}", case.name);
@@ -608,131 +608,6 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `outputWindowBytes` out of range or of the wrong type: -32602, no session is opened,
-/// and the connection can still initialize.
-async fn bad_windows(kind: Kind) -> anyhow::Result<()> {
-    let mut server = ServerProc::start(kind, &[]).await?;
-    let mut c = server.client().await?;
-    let bad = [
-        json!(0),
-        json!(65_535),
-        json!(67_108_865),
-        json!(u64::MAX),
-        json!(-1),
-        json!(65_536.5),
-        json!("65536"),
-        json!(true),
-        json!({}),
-        json!([65_536]),
-    ];
-    for window in bad {
-        let e = c
-            .call_err(
-                method::INITIALIZE,
-                json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": window}}),
-                ErrorCode::InvalidParams,
-            )
-            .await;
-        if window.as_u64().is_some() {
-            assert!(
-                e["message"].as_str().unwrap().contains("outputWindowBytes"),
-                "{window}: {e}"
-            );
-        }
-    }
-    // `null` is no window; the bounds themselves are fine.
-    let result = c
-        .call(
-            method::INITIALIZE,
-            json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": null}}),
-        )
-        .await;
-    assert_eq!(result["capabilities"]["outputWindowBytes"], Value::Null);
-    for window in [65_536u64, 67_108_864] {
-        let mut other = match kind {
-            Kind::Stdio => break,
-            Kind::Ws => Client::ws(server.url()).await?,
-        };
-        crate::flow::init(&mut other, Some(window), false, None).await;
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn bad_windows_over_stdio() -> anyhow::Result<()> {
-    bad_windows(Kind::Stdio).await
-}
-
-#[tokio::test]
-async fn bad_windows_over_ws() -> anyhow::Result<()> {
-    bad_windows(Kind::Ws).await
-}
-
-/// `session/close` before the handshake, then twice in a row and a request behind them:
-/// that request gets -32600, both closes `{}` (the first one first), then the connection
-/// ends.
-async fn session_close_twice(kind: Kind) -> anyhow::Result<()> {
-    let mut server = ServerProc::start(kind, &[]).await?;
-    let mut c = server.client().await?;
-    c.call_err(method::SESSION_CLOSE, json!({}), ErrorCode::InvalidRequest)
-        .await;
-    c.call(method::INITIALIZE, json!({"clientName": "e2e"}))
-        .await;
-    c.call_err(method::SESSION_CLOSE, json!({}), ErrorCode::InvalidRequest)
-        .await;
-    c.notify(notification::INITIALIZED, json!({})).await;
-    // It ignores SIGTERM, so the close takes the whole grace (1 s): the server reads the
-    // requests pipelined behind it long before it ends the connection (messages it has
-    // not read by then go unanswered).
-    c.start(
-        "p",
-        &[
-            "sh",
-            "-c",
-            "trap '' TERM; echo ready; while :; do sleep 1; done",
-        ],
-        json!({}),
-    )
-    .await;
-    let ready = c
-        .call(
-            method::PROCESS_READ,
-            json!({"processId": "p", "afterSeq": 0, "waitMs": 30_000}),
-        )
-        .await;
-    assert_eq!(ready["chunks"].as_array().map(Vec::len), Some(1), "{ready}");
-
-    let first = c.send_request(method::SESSION_CLOSE, json!({})).await;
-    let second = c.send_request(method::SESSION_CLOSE, json!({})).await;
-    let between = c.send_request(method::PROCESS_LIST, json!({})).await;
-    let refused = c.response(&between).await;
-    assert_eq!(
-        refused["error"]["code"],
-        ErrorCode::InvalidRequest.code(),
-        "{refused}"
-    );
-    let message = refused["error"]["message"].as_str().unwrap();
-    assert!(message.contains(method::SESSION_CLOSE), "{message}");
-    let log_start = c.log.len();
-    assert_eq!(c.response(&first).await["result"], json!({}));
-    assert_eq!(c.response(&second).await["result"], json!({}));
-    let at = |id: &Value| c.log[log_start..].iter().position(|m| &m["id"] == id);
-    assert!(at(&first) < at(&second), "{:?}", &c.log[log_start..]);
-    let next = crate::client::within("the connection to close", c.recv_text()).await?;
-    assert!(next.is_none(), "{next:?}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn session_close_twice_over_stdio() -> anyhow::Result<()> {
-    session_close_twice(Kind::Stdio).await
-}
-
-#[tokio::test]
-async fn session_close_twice_over_ws() -> anyhow::Result<()> {
-    session_close_twice(Kind::Ws).await
-}
-
 #[tokio::test]
 async fn bad_input_over_stdio() -> anyhow::Result<()> {
     run_corpus(Kind::Stdio).await
@@ -741,135 +616,4 @@ async fn bad_input_over_stdio() -> anyhow::Result<()> {
 #[tokio::test]
 async fn bad_input_over_ws() -> anyhow::Result<()> {
     run_corpus(Kind::Ws).await
-}
-
-/// Sends one message in frames of these parts (with their FIN bits).
-async fn fragments(c: &mut Client, parts: Vec<(Vec<u8>, bool)>, binary: bool) {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    let crate::client::Transport::Ws(ws) = &mut c.transport else {
-        unreachable!()
-    };
-    for (i, (part, fin)) in parts.into_iter().enumerate() {
-        let opcode = match (i, binary) {
-            (0, false) => OpCode::Data(Data::Text),
-            (0, true) => OpCode::Data(Data::Binary),
-            _ => OpCode::Data(Data::Continue),
-        };
-        ws.send(Message::Frame(Frame::message(part, opcode, fin)))
-            .await
-            .expect("send a frame");
-    }
-}
-
-async fn binary(c: &mut Client, bytes: Vec<u8>) {
-    use futures::SinkExt;
-    let crate::client::Transport::Ws(ws) = &mut c.transport else {
-        unreachable!()
-    };
-    ws.send(tokio_tungstenite::tungstenite::Message::binary(bytes))
-        .await
-        .expect("send");
-}
-
-/// WebSocket framing: binary frames, fragments, over-limit fragments, control frames.
-#[tokio::test]
-async fn bad_frames_over_ws() -> anyhow::Result<()> {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-
-    let max = MAX.to_string();
-    let server = ServerProc::ws(&["--max-message-bytes", &max]).await?;
-    let mut c = Client::ws(server.url()).await?;
-    c.handshake().await;
-    binary(&mut c, vec![0x00, 0xff, 0x13, 0x37]).await;
-    check(
-        &mut c,
-        "binary frame, not JSON",
-        &Expect::Error(ErrorCode::ParseError, Value::Null),
-    )
-    .await;
-    binary(&mut c, b"\x89PNG\r\n\x1a\n".to_vec()).await;
-    check(
-        &mut c,
-        "binary frame, a PNG header",
-        &Expect::Error(ErrorCode::ParseError, Value::Null),
-    )
-    .await;
-    binary(&mut c, req(json!(50), method::PROCESS_LIST, json!({}))).await;
-    check(
-        &mut c,
-        "binary frame holding a request",
-        &Expect::Result(json!(50)),
-    )
-    .await;
-    binary(&mut c, Vec::new()).await;
-    check(
-        &mut c,
-        "empty binary frame",
-        &Expect::Error(ErrorCode::ParseError, Value::Null),
-    )
-    .await;
-
-    let at_limit = padded_list(51, MAX);
-    let (a, b) = at_limit.split_at(MAX / 2);
-    fragments(&mut c, vec![(a.to_vec(), false), (b.to_vec(), true)], false).await;
-    check(
-        &mut c,
-        "fragmented, exactly at the limit",
-        &Expect::Result(json!(51)),
-    )
-    .await;
-    let over = padded_list(52, MAX + 1);
-    let (a, b) = over.split_at(10);
-    fragments(&mut c, vec![(a.to_vec(), false), (b.to_vec(), true)], false).await;
-    check(
-        &mut c,
-        "fragmented, one byte over",
-        &Expect::Error(ErrorCode::LimitReached, Value::Null),
-    )
-    .await;
-    let parts: Vec<(Vec<u8>, bool)> = (0..40).map(|i| (vec![b' '; 4096], i == 39)).collect();
-    fragments(&mut c, parts, true).await;
-    check(
-        &mut c,
-        "40 binary fragments over the limit",
-        &Expect::Error(ErrorCode::LimitReached, Value::Null),
-    )
-    .await;
-    let one = req(json!(53), method::PROCESS_LIST, json!({}));
-    let parts: Vec<(Vec<u8>, bool)> = one
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (vec![*b], i + 1 == one.len()))
-        .collect();
-    fragments(&mut c, parts, false).await;
-    check(
-        &mut c,
-        "a request in one-byte fragments",
-        &Expect::Result(json!(53)),
-    )
-    .await;
-    let single = padded_list(54, MAX + 1);
-    fragments(&mut c, vec![(single, true)], false).await;
-    check(
-        &mut c,
-        "single frame, one byte over",
-        &Expect::Error(ErrorCode::LimitReached, Value::Null),
-    )
-    .await;
-
-    // Control frames between data frames: a ping is answered, a pong ignored.
-    {
-        let crate::client::Transport::Ws(ws) = &mut c.transport else {
-            unreachable!()
-        };
-        ws.send(Message::Ping(b"hi".to_vec().into())).await?;
-        ws.send(Message::Pong(b"unsolicited".to_vec().into()))
-            .await?;
-    }
-    check(&mut c, "ping and pong", &Expect::Nothing).await;
-    Ok(())
 }

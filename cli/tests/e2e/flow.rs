@@ -1,254 +1,10 @@
-//! Flow control per process (SPEC section 13) through the real binary, over both transports, with JSON and binary output: a stalled consumer holds back its own process only, exited and closed wait for the window, acks, `process/read`, detach and resume.
-
-use std::collections::VecDeque;
+//! Flow control per process (SPEC section 13) through the real binary, over both transports, with JSON and binary output: a stalled consumer holds back its own process only, exited and closed wait for the window, acks, `process/read`, detach, takeover and resume, the end of input.
 
 use exec_server_protocol::{ErrorCode, method, notification};
 use serde_json::{Value, json};
 
-use crate::client::{Client, Kind, ServerProc, exists, group_members, unb64, wait_until};
-
-/// The smallest window a client may ask for.
-pub const W: u64 = 65_536;
-
-/// `initialize` (with a window and binary output when given, resuming when given) and
-/// `initialized`; returns the result.
-pub async fn init(
-    c: &mut Client,
-    window: Option<u64>,
-    binary: bool,
-    resume: Option<&str>,
-) -> Value {
-    let mut params = json!({"clientName": "e2e", "capabilities": {}});
-    if let Some(window) = window {
-        params["capabilities"]["outputWindowBytes"] = json!(window);
-    }
-    if binary {
-        params["capabilities"]["binaryOutput"] = json!(true);
-    }
-    if let Some(session) = resume {
-        params["resumeSessionId"] = json!(session);
-    }
-    let result = c.call(method::INITIALIZE, params).await;
-    assert_eq!(
-        result["capabilities"]["outputWindowBytes"],
-        json!(window),
-        "{result}"
-    );
-    c.notify(notification::INITIALIZED, json!({})).await;
-    result
-}
-
-/// What a client knows of one process's pushed events: the bytes it got (checked against
-/// the repeating pattern the process prints), and what it has not acknowledged, to check
-/// the window at every event.
-pub struct Consumer {
-    process_id: String,
-    pattern: Vec<u8>,
-    window: u64,
-    /// Output bytes received.
-    pub received: u64,
-    /// The seq the next event must have (0 until the first one).
-    next_seq: u64,
-    /// Output events received and not acknowledged: (seq, bytes).
-    unacked: VecDeque<(u64, u64)>,
-    /// Whether binary frames (`true`) or JSON (`false`) are expected for output, if known.
-    binary: Option<bool>,
-    pub exited: Option<Value>,
-    pub closed: bool,
-}
-
-impl Consumer {
-    pub fn new(process_id: &str, pattern: &[u8], window: u64) -> Consumer {
-        Consumer {
-            process_id: process_id.to_owned(),
-            pattern: pattern.to_vec(),
-            window,
-            received: 0,
-            next_seq: 0,
-            unacked: VecDeque::new(),
-            binary: None,
-            exited: None,
-            closed: false,
-        }
-    }
-
-    fn expect_binary(mut self, binary: bool) -> Consumer {
-        self.binary = Some(binary);
-        self
-    }
-
-    /// Output bytes received and not acknowledged.
-    pub fn unacked(&self) -> u64 {
-        self.unacked.iter().map(|(_, b)| b).sum()
-    }
-
-    /// The seq of the last event received.
-    pub fn last_seq(&self) -> u64 {
-        self.next_seq.saturating_sub(1)
-    }
-
-    /// Checks and counts one pushed event of this process.
-    pub fn on_event(&mut self, n: &Value) {
-        assert_eq!(n["params"]["processId"], self.process_id.as_str());
-        assert!(!self.closed, "an event after closed: {n}");
-        let seq = n["params"]["seq"].as_u64().unwrap();
-        if self.next_seq != 0 {
-            assert_eq!(seq, self.next_seq, "seq gap or disorder at {n}");
-        }
-        self.next_seq = seq + 1;
-        // The SPEC's rule, seen from the client: the server pushes only while what it
-        // pushed and we did not acknowledge is below the window (our acks may reach it
-        // late, which only makes it hold back more).
-        let unacked = self.unacked();
-        assert!(
-            unacked < self.window,
-            "{} pushed seq {seq} with {unacked} bytes unacknowledged (window {})",
-            self.process_id,
-            self.window
-        );
-        if n["method"] == notification::PROCESS_OUTPUT {
-            if let Some(binary) = self.binary {
-                assert_eq!(
-                    n.get(crate::client::BINARY_FRAME) == Some(&json!(true)),
-                    binary,
-                    "{n}"
-                );
-            }
-            let chunk = unb64(&n["params"]["chunk"]);
-            for (i, byte) in chunk.iter().enumerate() {
-                let at = (self.received + i as u64) % self.pattern.len() as u64;
-                assert_eq!(
-                    *byte, self.pattern[at as usize],
-                    "{}: byte {} differs",
-                    self.process_id, self.received
-                );
-            }
-            self.received += chunk.len() as u64;
-            self.unacked.push_back((seq, chunk.len() as u64));
-        } else if n["method"] == notification::PROCESS_EXITED {
-            assert!(self.exited.is_none(), "two exits: {n}");
-            self.exited = Some(n["params"].clone());
-        } else {
-            assert_eq!(n["method"], notification::PROCESS_CLOSED, "{n}");
-            assert!(self.exited.is_some(), "closed before exited: {n}");
-            self.closed = true;
-        }
-    }
-
-    /// Acknowledges everything received.
-    pub async fn ack(&mut self, c: &mut Client) {
-        self.ack_seq(c, self.last_seq()).await;
-    }
-
-    /// Sends `process/ack` of `seq` and credits it in the model (beyond the last received
-    /// event: everything received).
-    pub async fn ack_seq(&mut self, c: &mut Client, seq: u64) {
-        c.notify(
-            notification::PROCESS_ACK,
-            json!({"processId": self.process_id, "seq": seq}),
-        )
-        .await;
-        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            self.unacked.pop_front();
-        }
-    }
-}
-
-/// The `process/list` entry of `process_id`.
-pub async fn list_entry(c: &mut Client, process_id: &str) -> Value {
-    let list = c.call(method::PROCESS_LIST, json!({})).await;
-    list["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["processId"] == process_id)
-        .cloned()
-        .unwrap_or_else(|| panic!("{process_id} not listed: {list}"))
-}
-
-/// Whether a live member of the process group `pgid` is blocked writing to a pipe.
-fn blocked_on_pipe(pgid: u32) -> bool {
-    group_members(pgid).into_iter().any(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/wchan"))
-            .is_ok_and(|w| w.contains("pipe_write"))
-    })
-}
-
-/// VmHWM (peak resident size) of `pid` in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// A request that makes the server wait `ms` before answering (a long poll of a quiet
-/// process): pushes the server was going to make by then are queued before its answer.
-async fn server_wait(c: &mut Client, quiet: &str, ms: u64) {
-    let read = c
-        .call(
-            method::PROCESS_READ,
-            json!({"processId": quiet, "afterSeq": 0, "waitMs": ms}),
-        )
-        .await;
-    assert_eq!(read["chunks"], json!([]), "{read}");
-}
-
-/// No notification of `process_id` arrived while the last responses were awaited.
-fn nothing_pushed_for(c: &mut Client, process_id: &str) {
-    let pushed: Vec<Value> = c
-        .take_notifications()
-        .into_iter()
-        .filter(|n| n["params"]["processId"] == process_id)
-        .collect();
-    assert!(
-        pushed.is_empty(),
-        "pushed while its window was full: {pushed:?}"
-    );
-}
-
-/// Pushed events of `consumer`'s process (others are dropped) until `done` holds.
-async fn consume_until(
-    c: &mut Client,
-    consumer: &mut Consumer,
-    ack: bool,
-    done: impl Fn(&Consumer) -> bool,
-) {
-    while !done(consumer) {
-        let n = c.notification().await;
-        if n["params"]["processId"] != consumer.process_id.as_str() {
-            continue;
-        }
-        consumer.on_event(&n);
-        if ack && n["method"] == notification::PROCESS_OUTPUT {
-            consumer.ack(c).await;
-        }
-    }
-}
-
-const BIG: u64 = 64 * 1024 * 1024;
-const FAST_PATTERN: &[u8] = b"0123456789abcdef\n";
-const STALLED_PATTERN: &[u8] = b"stalled-process-output\n";
-
-/// `sh -c` printing `pattern` (a line) repeatedly, `bytes` in all.
-fn pattern_argv(pattern: &[u8], bytes: u64) -> Vec<String> {
-    let line = std::str::from_utf8(&pattern[..pattern.len() - 1]).unwrap();
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!("yes {line} | head -c {bytes}"),
-    ]
-}
-
-async fn start_argv(c: &mut Client, process_id: &str, argv: &[String]) -> Value {
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    c.start(process_id, &argv, json!({})).await
-}
+use crate::client::{Client, Kind, ServerProc, exists, unb64, wait_until};
+use crate::window_client::*;
 
 /// Two processes on one connection with windows: the consumer of one never acks while
 /// the other streams 64 MiB; that one gets every byte in order, the stalled child is
@@ -360,7 +116,7 @@ pub async fn ack_semantics(kind: Kind) -> anyhow::Result<()> {
     consume_until(&mut c, &mut p, false, |p| p.received >= W).await;
 
     // Unknown process, seq 0, and the first seq again after it was acked: nothing moves.
-    let first = p.unacked.front().unwrap().0;
+    let (first, first_bytes) = p.first_unacked().unwrap();
     c.notify(
         notification::PROCESS_ACK,
         json!({"processId": "nobody", "seq": 1_000_000_000u64}),
@@ -373,7 +129,7 @@ pub async fn ack_semantics(kind: Kind) -> anyhow::Result<()> {
     .await;
     server_wait(&mut c, "quiet", 300).await;
     nothing_pushed_for(&mut c, "p");
-    if p.unacked() - p.unacked.front().unwrap().1 >= W {
+    if p.unacked() - first_bytes >= W {
         // Acking the first chunk still leaves the window full: the ack itself, then
         // the same ack again, change nothing visible.
         p.ack_seq(&mut c, first).await;
@@ -565,100 +321,6 @@ async fn c_start_piped(c: &mut Client, process_id: &str, script: &str) {
     .await;
 }
 
-/// `session/close` ends the session: every process (one ignoring SIGTERM, one held back
-/// by a window that is never acked) is terminated and reaped, the response comes after
-/// their last events, and the server closes the connection.
-pub async fn session_close(kind: Kind, binary: bool) -> anyhow::Result<()> {
-    let mut server = ServerProc::start(kind, &[]).await?;
-    let mut c = server.client().await?;
-    let session = init(&mut c, Some(W), binary, None).await["sessionId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut pids = Vec::new();
-    for (id, argv) in [
-        ("sleeper", vec!["sleep", "600"]),
-        (
-            "stubborn",
-            vec![
-                "sh",
-                "-c",
-                "trap '' TERM; echo ready; while :; do sleep 1; done",
-            ],
-        ),
-        ("stalled", vec!["sh", "-c", "yes | head -c 67108864"]),
-    ] {
-        let started = c.start(id, &argv, json!({})).await;
-        pids.push(started["pid"].as_u64().unwrap() as u32);
-    }
-    // The stubborn one has set up its trap once it printed.
-    let read = c
-        .call(
-            method::PROCESS_READ,
-            json!({"processId": "stubborn", "afterSeq": 0, "waitMs": 30_000}),
-        )
-        .await;
-    assert_eq!(unb64(&read["chunks"][0]["chunk"]), b"ready\n", "{read}");
-    let mut stalled = Consumer::new("stalled", b"y\n", W);
-    consume_until(&mut c, &mut stalled, false, |s| s.received >= W).await;
-
-    let log_start = c.log.len();
-    let id = c.send_request(method::SESSION_CLOSE, json!({})).await;
-    let response = c.response(&id).await;
-    assert_eq!(response["result"], json!({}), "{response}");
-    // Every child is reaped by now.
-    for pid in &pids {
-        assert!(!exists(*pid), "pid {pid} is still there");
-    }
-    // Each process's exit and close came before the response; the stubborn one was killed.
-    let log = &c.log[log_start..];
-    let at = log.iter().position(|m| m["id"] == id).unwrap();
-    for process_id in ["sleeper", "stubborn", "stalled"] {
-        let closed = log.iter().position(|m| {
-            m["method"] == notification::PROCESS_CLOSED && m["params"]["processId"] == process_id
-        });
-        assert!(
-            closed.is_some_and(|closed| closed < at),
-            "{process_id}: closed at {closed:?}, response at {at}"
-        );
-    }
-    let stubborn_exit = log
-        .iter()
-        .find(|m| {
-            m["method"] == notification::PROCESS_EXITED && m["params"]["processId"] == "stubborn"
-        })
-        .unwrap();
-    assert_eq!(
-        stubborn_exit["params"]["signal"], "SIGKILL",
-        "{stubborn_exit}"
-    );
-
-    // The server closes the connection.
-    let next = crate::client::within("the connection to close", c.recv_text()).await?;
-    assert!(next.is_none(), "after the close response: {next:?}");
-    if kind == Kind::Stdio {
-        assert_eq!(server.wait_exit().await?, 0);
-        return Ok(());
-    }
-    // The session is gone.
-    let mut again = Client::ws(server.url()).await?;
-    again
-        .call_err(
-            method::INITIALIZE,
-            json!({"clientName": "e2e", "resumeSessionId": session}),
-            ErrorCode::SessionNotFound,
-        )
-        .await;
-    // The server still serves other connections.
-    let mut other = Client::ws(server.url()).await?;
-    other.handshake().await;
-    assert_eq!(
-        other.call(method::PROCESS_LIST, json!({})).await,
-        json!({"processes": []})
-    );
-    Ok(())
-}
-
 #[tokio::test]
 async fn one_stalled_consumer_stdio() -> anyhow::Result<()> {
     one_stalled_consumer_holds_back_only_its_process(Kind::Stdio, false).await
@@ -704,21 +366,6 @@ async fn read_is_not_limited_ws() -> anyhow::Result<()> {
     read_is_not_limited_by_windows(Kind::Ws).await
 }
 
-#[tokio::test]
-async fn session_close_stdio() -> anyhow::Result<()> {
-    session_close(Kind::Stdio, false).await
-}
-
-#[tokio::test]
-async fn session_close_ws_json() -> anyhow::Result<()> {
-    session_close(Kind::Ws, false).await
-}
-
-#[tokio::test]
-async fn session_close_ws_binary() -> anyhow::Result<()> {
-    session_close(Kind::Ws, true).await
-}
-
 /// At the end of input (stdio) windows hold nothing back any more: the last events of a
 /// process whose window is full still go out, and the server exits 0.
 #[tokio::test]
@@ -736,7 +383,7 @@ async fn end_of_input_lifts_the_windows() -> anyhow::Result<()> {
     consume_until(&mut c, &mut stalled, false, |s| s.received >= W).await;
     c.close().await?;
     // No ack: everything left is pushed anyway (the model's window check is off now).
-    stalled.window = u64::MAX;
+    stalled.lift();
     while !stalled.closed {
         let n = c.notification().await;
         stalled.on_event(&n);
@@ -744,4 +391,64 @@ async fn end_of_input_lifts_the_windows() -> anyhow::Result<()> {
     assert_eq!(stalled.exited.as_ref().unwrap()["signal"], "SIGTERM");
     assert_eq!(server.wait_exit().await?, 0);
     Ok(())
+}
+
+/// `outputWindowBytes` out of range or of the wrong type: -32602, no session is opened,
+/// and the connection can still initialize.
+async fn bad_windows(kind: Kind) -> anyhow::Result<()> {
+    let mut server = ServerProc::start(kind, &[]).await?;
+    let mut c = server.client().await?;
+    let bad = [
+        json!(0),
+        json!(65_535),
+        json!(67_108_865),
+        json!(u64::MAX),
+        json!(-1),
+        json!(65_536.5),
+        json!("65536"),
+        json!(true),
+        json!({}),
+        json!([65_536]),
+    ];
+    for window in bad {
+        let e = c
+            .call_err(
+                method::INITIALIZE,
+                json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": window}}),
+                ErrorCode::InvalidParams,
+            )
+            .await;
+        if window.as_u64().is_some() {
+            assert!(
+                e["message"].as_str().unwrap().contains("outputWindowBytes"),
+                "{window}: {e}"
+            );
+        }
+    }
+    // `null` is no window; the bounds themselves are fine.
+    let result = c
+        .call(
+            method::INITIALIZE,
+            json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": null}}),
+        )
+        .await;
+    assert_eq!(result["capabilities"]["outputWindowBytes"], Value::Null);
+    for window in [65_536u64, 67_108_864] {
+        let mut other = match kind {
+            Kind::Stdio => break,
+            Kind::Ws => Client::ws(server.url()).await?,
+        };
+        init(&mut other, Some(window), false, None).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_windows_over_stdio() -> anyhow::Result<()> {
+    bad_windows(Kind::Stdio).await
+}
+
+#[tokio::test]
+async fn bad_windows_over_ws() -> anyhow::Result<()> {
+    bad_windows(Kind::Ws).await
 }

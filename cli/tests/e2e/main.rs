@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod abuse;
+mod abuse_frames;
 mod binary;
 mod client;
+mod close;
 mod cp;
 mod faults;
 mod flow;
@@ -18,4 +20,5 @@ mod scenarios;
 mod shutdown_faults;
 mod stdio;
 mod tty;
+mod window_client;
 mod ws;
