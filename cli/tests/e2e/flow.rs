@@ -239,18 +239,45 @@ async fn a_resumed_session_starts_with_empty_windows() -> anyhow::Result<()> {
         .as_str()
         .unwrap()
         .to_owned();
-    // 400 000 bytes of `a`, then (after a line on stdin) 400 000 bytes of `b`.
-    let batch: u64 = 400_000;
+    // 100 000 bytes of `a`, then (after a line on stdin) 400 000 bytes of `b`. The first
+    // batch fills A's window, and the rest of it (under 64 KiB) fits in the pipe, so the
+    // child gets to `read` either way.
+    let (batch1, batch2): (u64, u64) = (100_000, 400_000);
     let script = format!(
-        "head -c {batch} /dev/zero | tr '\\0' a; read x; head -c {batch} /dev/zero | tr '\\0' b"
+        "head -c {batch1} /dev/zero | tr '\\0' a; read x; head -c {batch2} /dev/zero | tr '\\0' b"
     );
     c_start_piped(&mut a, "p", &script).await;
     let mut first = Consumer::new("p", b"a", W);
     consume_until(&mut a, &mut first, false, |p| p.received >= W).await;
 
-    // Resumed with a window: the second batch is pushed without any ack first.
+    // Resumed with a window, taking the session over from A while A's window is full.
     let mut b = Client::ws(server.url()).await?;
     init(&mut b, Some(W), true, Some(&session)).await;
+    // The whole first batch reaches retention: what A did not get is under the window,
+    // so it is pushed to B (or was read while detached) without any ack.
+    let mut retained = 0;
+    while retained < batch1 {
+        let read = b
+            .call(
+                method::PROCESS_READ,
+                json!({"processId": "p", "afterSeq": 0, "waitMs": 30_000}),
+            )
+            .await;
+        retained = read["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| unb64(&c["chunk"]).len() as u64)
+            .sum();
+        if retained < batch1 {
+            let next = read["nextSeq"].as_u64().unwrap();
+            b.call(
+                method::PROCESS_READ,
+                json!({"processId": "p", "afterSeq": next - 1, "waitMs": 30_000}),
+            )
+            .await;
+        }
+    }
     let w = b
         .call(
             method::PROCESS_WRITE,
@@ -258,30 +285,13 @@ async fn a_resumed_session_starts_with_empty_windows() -> anyhow::Result<()> {
         )
         .await;
     assert_eq!(w["status"], "accepted");
-    let mut second = Consumer::new("p", b"b", W).expect_binary(true);
-    // The first push reaches the new connection before it acked anything: the window
-    // A left full did not carry over. Output of the first batch that the server read
-    // only after the resume may come first: acked at once and checked below by a read.
-    loop {
-        let n = b.notification().await;
-        assert_eq!(n["params"]["processId"], "p", "{n}");
-        if second.received == 0 && unb64(&n["params"]["chunk"]).first() == Some(&b'a') {
-            let seq = n["params"]["seq"].as_u64().unwrap();
-            b.notify(
-                notification::PROCESS_ACK,
-                json!({"processId": "p", "seq": seq}),
-            )
-            .await;
-            continue;
-        }
-        second.on_event(&n);
-        if second.received >= W {
-            break;
-        }
-    }
-    second.ack(&mut b).await;
-    consume_until(&mut b, &mut second, true, |p| p.closed).await;
-    assert_eq!(second.received, batch);
+    // The second batch is pushed to B before B acks anything: the window A left full
+    // did not carry over. Pushes resume with a new event, after A's last one.
+    let mut on_b = Consumer::new("p", b"", W).expect_binary(true);
+    consume_until(&mut b, &mut on_b, false, |p| p.unacked() >= W).await;
+    assert!(on_b.first_seq() > first.last_seq());
+    on_b.ack(&mut b).await;
+    consume_until(&mut b, &mut on_b, true, |p| p.closed).await;
     // The connection taken over was closed, with nothing more of `p` on it.
     while let Some(text) =
         crate::client::within("the old connection to close", a.recv_text()).await?
@@ -306,8 +316,8 @@ async fn a_resumed_session_starts_with_empty_windows() -> anyhow::Result<()> {
         .iter()
         .flat_map(|c| unb64(&c["chunk"]))
         .collect();
-    let mut expected = vec![b'a'; batch as usize];
-    expected.extend(vec![b'b'; batch as usize]);
+    let mut expected = vec![b'a'; batch1 as usize];
+    expected.extend(vec![b'b'; batch2 as usize]);
     assert!(bytes == expected, "{} bytes read", bytes.len());
     Ok(())
 }
