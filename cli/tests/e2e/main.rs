@@ -12,6 +12,7 @@ mod cp;
 mod faults;
 mod flow;
 mod fs;
+mod fs_modes;
 mod regressions;
 mod run;
 mod run_limits;
