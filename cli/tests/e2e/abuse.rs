@@ -573,6 +573,85 @@ fn corpus() -> Vec<Case> {
             ),
             Expect::Nothing,
         ),
+        // Acks (SPEC section 13): never answered, whatever they hold.
+        case(
+            "an ack with params a string",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":"x"}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack without params",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}"}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack without seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty"}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a negative seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":-1}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a seq beyond u64",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":18446744073709551616}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with seq a string",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":"1"}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a 10 KiB processId",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"{long_id}","seq":1}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack of an unknown process, the largest seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"nobody","seq":18446744073709551615}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack sent as a request",
+            req(
+                json!(43),
+                notification::PROCESS_ACK,
+                json!({"processId": "tty", "seq": 1}),
+            ),
+            Expect::Error(MethodNotFound, json!(43)),
+        ),
+        case(
+            "session/close with params a string",
+            req(json!(44), method::SESSION_CLOSE, json!("x")),
+            Expect::Error(InvalidParams, json!(44)),
+        ),
         case(
             "notification of a real method",
             format!(
@@ -632,7 +711,8 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
     )
     .await?;
     let mut c = server.client().await?;
-    c.handshake().await;
+    // With output windows, so acks are parsed and applied.
+    crate::window_client::init(&mut c, Some(crate::window_client::W), false, None).await;
     c.start("tty", &["cat"], json!({"tty": true})).await;
     c.start("no-stdin", &["sleep", "1000"], json!({})).await;
     for case in corpus() {
@@ -640,7 +720,8 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
         c.send_bytes(&case.message).await?;
         check(&mut c, &case.name, &case.expect).await;
     }
-    // The tty process is untouched by all of it (nothing of the refused write reached it).
+    // The tty process is untouched by all of it (nothing of the refused write reached
+    // it), and its output still flows.
     let r = c
         .call(
             method::PROCESS_WRITE,
@@ -648,12 +729,17 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
         )
         .await;
     assert_eq!(r, json!({"status": "accepted"}));
-    c.call(method::PROCESS_CLOSE_STDIN, json!({"processId": "tty"}))
-        .await;
-    let events = c.events_until_closed("tty").await;
-    assert_eq!(
-        crate::client::output_of(&events),
-        b"still here\r\nstill here\r\n"
+    let mut echoed = Vec::new();
+    while !String::from_utf8_lossy(&echoed).contains("still here\r\nstill here") {
+        let n = c.notification().await;
+        if n["params"]["processId"] == "tty" && n["method"] == notification::PROCESS_OUTPUT {
+            echoed.extend(crate::client::unb64(&n["params"]["chunk"]));
+        }
+    }
+    assert!(
+        !echoed.contains(&b'x'),
+        "{}",
+        String::from_utf8_lossy(&echoed)
     );
     Ok(())
 }

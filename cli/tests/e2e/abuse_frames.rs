@@ -1,5 +1,4 @@
-//! The bad-input corpus's WebSocket framing cases, on the real binary: binary frames,
-//! fragments, fragments over the size limit, control frames between data frames.
+//! WebSocket framing abuse through the real binary: binary frames, fragments, messages over the limit in one frame or many, control frames between data frames; each is answered as SPEC sections 2 and 3 say, and a normal request works right after it.
 
 use exec_server_protocol::{ErrorCode, method};
 use serde_json::{Value, json};

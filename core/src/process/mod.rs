@@ -298,8 +298,10 @@ impl Process {
     }
 
     /// Forget the process once it is closed: at once when the client released it (its
-    /// retained output is dropped now), else `--retain-closed-ms` after it is also reaped.
-    /// Called (under the state lock) whenever one of those changes.
+    /// retained output is dropped now, and the sink told, so a push a flow-control window
+    /// holds back is given up: the client needs nothing more of it), else
+    /// `--retain-closed-ms` after it is also reaped. Called (under the state lock) whenever
+    /// one of those changes.
     fn forget_when_done(self: &Arc<Self>, st: &mut State) {
         if !st.closed {
             return;
