@@ -116,6 +116,11 @@ impl Server {
         status_field(self.pid, "VmRSS:").map(|kib| kib * 1024)
     }
 
+    /// The highest resident memory the server has had (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Result<u64> {
+        status_field(self.pid, "VmHWM:").map(|kib| kib * 1024)
+    }
+
     /// Number of threads.
     pub fn threads(&self) -> Result<u64> {
         status_field(self.pid, "Threads:")
