@@ -1,6 +1,7 @@
 //! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket, run
 //! one command through a server (`exec-server run`), or copy a file (`exec-server cp`).
 
+mod alloc;
 mod cp;
 mod fdio;
 mod run;
@@ -199,6 +200,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = parse_listen(&args.listen)?;
     // Orphans the children leave behind are adopted (see `subreaper` in `main`) and reaped here.
     tokio::spawn(exec_server_core::reap_orphans());
+    alloc::give_back_free_memory();
     let rpc_config = RpcConfig {
         session: SessionConfig {
             retain_bytes: args.retain_bytes,
@@ -251,21 +253,6 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps freed heap memory mapped instead of handing it back to the kernel at each
-/// free. Every streamed chunk is a fresh allocation of 64 to 90 KiB; with glibc's
-/// defaults (trim the top of a heap above 128 KiB, shrink per-thread arenas with
-/// `madvise`) each one page-faulted its memory in again, which was the largest single
-/// cost of streaming (see BENCHMARKS.md). Memory is still reused, and allocations of
-/// 4 MiB and more are still mapped and unmapped on their own.
-fn tune_malloc() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-}
-
 /// Starts the guardian (before any thread exists): if the server dies without cleaning
 /// up, it kills every process group the server started. Without it the server still
 /// runs, with a warning.
@@ -284,7 +271,7 @@ fn start_guardian() -> Option<exec_server_core::Guardian> {
 }
 
 fn main() {
-    tune_malloc();
+    alloc::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Guardian => std::process::exit(exec_server_core::guardian_main()),
