@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use exec_server_core::SessionConfig;
+use exec_server_core::{RetentionPool, SessionConfig};
 use exec_server_rpc::{RpcConfig, Server};
 use exec_server_ws::{Auth, WsConfig, WsServer};
 
@@ -94,6 +94,12 @@ struct ServeArgs {
     /// Output retained per process for `process/read`, in bytes.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     retain_bytes: usize,
+
+    /// Output retained by all processes of all sessions together, in bytes (each event
+    /// counted with 64 bytes of bookkeeping); past it the oldest events are evicted,
+    /// from closed processes first.
+    #[arg(long, default_value_t = exec_server_core::DEFAULT_MAX_RETAINED_BYTES, value_name = "BYTES")]
+    max_retained_bytes: usize,
 
     /// How long a closed process stays retained, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
@@ -207,6 +213,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             retain_closed: Duration::from_millis(args.retain_closed_ms),
             max_processes: args.max_processes,
             max_pending_stdin_bytes: args.max_pending_stdin_bytes,
+            retention: RetentionPool::new(args.max_retained_bytes),
         },
         session_ttl: Duration::from_millis(args.session_ttl_ms),
         max_message_bytes: args.max_message_bytes,

@@ -70,11 +70,15 @@ impl Shared {
             let (Some(shared), Some(proc)) = (weak.upgrade(), proc.upgrade()) else {
                 return;
             };
-            let mut reg = lock(&shared.registry);
-            if let Some(Slot::Live(p)) = reg.map.get(&proc.id)
-                && Arc::ptr_eq(p, &proc)
-            {
-                reg.map.remove(&proc.id);
+            let forgotten = {
+                let mut reg = lock(&shared.registry);
+                match reg.map.get(&proc.id) {
+                    Some(Slot::Live(p)) if Arc::ptr_eq(p, &proc) => reg.map.remove(&proc.id),
+                    _ => None,
+                }
+            };
+            if forgotten.is_some() {
+                proc.forget_output();
             }
         });
     }
@@ -129,6 +133,7 @@ impl StartReservation {
                 argv: params.argv,
                 order: self.order,
                 retain_bytes: shared.config.retain_bytes,
+                pool: shared.config.retention.clone(),
                 max_pending_stdin: shared.config.max_pending_stdin_bytes,
                 timeout: params.timeout_ms.map(Duration::from_millis),
                 hub: shared.hub.clone(),
@@ -440,6 +445,9 @@ impl Drop for Session {
             if !p.is_done() {
                 p.kill_now();
             }
+            // Nobody can read it any more: its output leaves the server's retention now,
+            // not when its last task lets go of it.
+            p.forget_output();
         }
     }
 }

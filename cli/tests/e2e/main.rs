@@ -10,6 +10,7 @@ mod cp;
 mod faults;
 mod fs;
 mod regressions;
+mod retention;
 mod run;
 mod run_limits;
 mod sandbox;
