@@ -9,6 +9,7 @@ mod client;
 mod cp;
 mod faults;
 mod fs;
+mod fs_modes;
 mod regressions;
 mod retention;
 mod run;
