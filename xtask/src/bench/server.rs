@@ -154,9 +154,18 @@ fn command(bin: &Path, listen: &str, extra: &[&str]) -> Command {
     command
         .args(["serve", "--listen", listen, "--log-level", "warn"])
         .args(extra)
+        .args(extra_args())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     command
+}
+
+/// Flags added to every server's command line: `BENCH_SERVER_ARGS`, split at spaces
+/// (to measure a setting, e.g. `--outbound-queue-bytes 1048576`).
+fn extra_args() -> Vec<String> {
+    std::env::var("BENCH_SERVER_ARGS")
+        .map(|args| args.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// The server binary: the release build, or `BENCH_SERVER_BIN` when set (to compare
