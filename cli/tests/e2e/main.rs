@@ -4,10 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod abuse;
+mod abuse_frames;
 mod binary;
 mod client;
+mod close;
 mod cp;
 mod faults;
+mod flow;
 mod fs;
 mod fs_modes;
 mod regressions;
@@ -19,4 +22,5 @@ mod scenarios;
 mod shutdown_faults;
 mod stdio;
 mod tty;
+mod window_client;
 mod ws;
