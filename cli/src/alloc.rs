@@ -10,7 +10,8 @@
 //! once a second, the resident size with what the heap has in use, and when more than
 //! [`TRIM_SLACK`] of it is free, asks glibc to return every free page (`malloc_trim`).
 //! While output streams, freed chunks are reused at once and the slack stays small: the
-//! hot path is not trimmed.
+//! hot path is not trimmed. `EXEC_SERVER_NO_TRIM=1` in the server's environment turns
+//! the watcher off, to measure what it does (BENCHMARKS.md, memory).
 
 use std::time::Duration;
 
