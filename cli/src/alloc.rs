@@ -60,14 +60,11 @@ pub(crate) fn give_back_free_memory() {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            // Reading the arenas' statistics walks their free lists, and a trim walks
+            // The look is cheap (one read of /proc, the arenas' statistics); a trim walks
             // every arena and calls `madvise`: not on a worker, whose tasks would wait.
-            let _ = tokio::task::spawn_blocking(|| {
-                if free_resident() > TRIM_SLACK {
-                    trim();
-                }
-            })
-            .await;
+            if free_resident() > TRIM_SLACK {
+                let _ = tokio::task::spawn_blocking(trim).await;
+            }
         }
     });
 }
