@@ -1,6 +1,7 @@
 //! The `exec-server` binary: serve the exec-server protocol over stdio or WebSocket, run
 //! one command through a server (`exec-server run`), or copy a file (`exec-server cp`).
 
+mod alloc;
 mod cp;
 mod fdio;
 mod run;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use exec_server_core::SessionConfig;
+use exec_server_core::{RetentionPool, SessionConfig};
 use exec_server_rpc::{RpcConfig, Server};
 use exec_server_ws::{Auth, WsConfig, WsServer};
 
@@ -93,6 +94,12 @@ struct ServeArgs {
     /// Output retained per process for `process/read`, in bytes.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     retain_bytes: usize,
+
+    /// Output retained by all processes of all sessions together, in bytes (each event
+    /// counted with 64 bytes of bookkeeping); past it the oldest events are evicted,
+    /// from closed processes first.
+    #[arg(long, default_value_t = exec_server_core::DEFAULT_MAX_RETAINED_BYTES, value_name = "BYTES")]
+    max_retained_bytes: usize,
 
     /// How long a closed process stays retained, in milliseconds.
     #[arg(long, default_value_t = 30_000, value_name = "MS")]
@@ -201,12 +208,14 @@ async fn serve(args: ServeArgs, env_token: Option<String>) -> anyhow::Result<()>
     let listen = parse_listen(&args.listen)?;
     // Orphans the children leave behind are adopted (see `subreaper` in `main`) and reaped here.
     tokio::spawn(exec_server_core::reap_orphans());
+    alloc::give_back_free_memory();
     let rpc_config = RpcConfig {
         session: SessionConfig {
             retain_bytes: args.retain_bytes,
             retain_closed: Duration::from_millis(args.retain_closed_ms),
             max_processes: args.max_processes,
             max_pending_stdin_bytes: args.max_pending_stdin_bytes,
+            retention: RetentionPool::new(args.max_retained_bytes),
         },
         session_ttl: Duration::from_millis(args.session_ttl_ms),
         max_message_bytes: args.max_message_bytes,
@@ -253,21 +262,6 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps freed heap memory mapped instead of handing it back to the kernel at each
-/// free. Every streamed chunk is a fresh allocation of 64 to 90 KiB; with glibc's
-/// defaults (trim the top of a heap above 128 KiB, shrink per-thread arenas with
-/// `madvise`) each one page-faulted its memory in again, which was the largest single
-/// cost of streaming (see BENCHMARKS.md). Memory is still reused, and allocations of
-/// 4 MiB and more are still mapped and unmapped on their own.
-fn tune_malloc() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-    }
-}
-
 /// Starts the guardian (before any thread exists): if the server dies without cleaning
 /// up, it kills every process group the server started. Without it the server still
 /// runs, with a warning.
@@ -286,7 +280,7 @@ fn start_guardian() -> Option<exec_server_core::Guardian> {
 }
 
 fn main() {
-    tune_malloc();
+    alloc::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Guardian => std::process::exit(exec_server_core::guardian_main()),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::RetentionPool;
+
 /// The environment variable that may carry the WebSocket token. It is removed from the
 /// environment children inherit (`inheritEnv`), so no child ever sees the token.
 pub const TOKEN_ENV: &str = "EXEC_SERVER_TOKEN";
@@ -17,6 +19,9 @@ pub struct SessionConfig {
     pub max_processes: usize,
     /// Queued-but-unwritten stdin bytes per process (default 16 MiB).
     pub max_pending_stdin_bytes: usize,
+    /// What all processes retain together (`--max-retained-bytes`, default 256 MiB).
+    /// Clones share it: give every session of a server a clone of one pool.
+    pub retention: RetentionPool,
 }
 
 impl Default for SessionConfig {
@@ -26,6 +31,7 @@ impl Default for SessionConfig {
             retain_closed: Duration::from_secs(30),
             max_processes: 1024,
             max_pending_stdin_bytes: 16 * 1024 * 1024,
+            retention: RetentionPool::default(),
         }
     }
 }

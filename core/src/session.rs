@@ -87,21 +87,29 @@ impl Shared {
             let (Some(shared), Some(proc)) = (weak.upgrade(), proc.upgrade()) else {
                 return;
             };
-            let mut reg = lock(&shared.registry);
-            shared.forget(&mut reg, &proc);
+            let forgotten = {
+                let mut reg = lock(&shared.registry);
+                shared.forget(&mut reg, &proc)
+            };
+            // Outside the registry lock: its retained output leaves the pool now.
+            if forgotten {
+                proc.forget_output();
+            }
         });
     }
 
     /// Removes `proc` from the registry if it is still the process under its id, and
     /// tells the sink, while the registry is locked: no new process can take the id
-    /// before the sink has let go of the old one's pushes.
-    fn forget(&self, reg: &mut Registry, proc: &Arc<Process>) {
+    /// before the sink has let go of the old one's pushes. Whether it was removed.
+    fn forget(&self, reg: &mut Registry, proc: &Arc<Process>) -> bool {
         if let Some(Slot::Live(p)) = reg.map.get(&proc.id)
             && Arc::ptr_eq(p, proc)
         {
             reg.map.remove(&proc.id);
             self.hub.forgotten(&proc.id);
+            return true;
         }
+        false
     }
 }
 
@@ -176,6 +184,7 @@ impl StartReservation {
                 argv: params.argv,
                 order: self.order,
                 retain_bytes: shared.config.retain_bytes,
+                pool: shared.config.retention.clone(),
                 max_pending_stdin: shared.config.max_pending_stdin_bytes,
                 timeout: params.timeout_ms.map(Duration::from_millis),
                 hub: shared.hub.clone(),
@@ -593,6 +602,9 @@ impl Drop for Session {
             if !p.is_done() {
                 p.kill_now();
             }
+            // Nobody can read it any more: its output leaves the server's retention now,
+            // not when its last task lets go of it.
+            p.forget_output();
         }
     }
 }

@@ -338,8 +338,10 @@ fn listed(s: &Session) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_process_is_forgotten_once_closed() {
+    let pool = exec_server_core::RetentionPool::default();
     let s = Session::new(SessionConfig {
         max_processes: 2,
+        retention: pool.clone(),
         ..SessionConfig::default()
     });
     // Unknown: -32004.
@@ -369,11 +371,13 @@ async fn a_released_process_is_forgotten_once_closed() {
         ErrorCode::ProcessNotFound
     );
     // Its id is free again.
-    start(&s, params("r", &["true"])).await;
+    start(&s, sh("r", "echo some output")).await;
     read_until_closed(&s, "r").await;
-    // Released after closing: forgotten at once.
+    assert!(pool.retained_bytes() > 0);
+    // Released after closing: forgotten at once, its retained output given back.
     assert_eq!(release(&s, "r"), Ok(ProcessReleaseResult {}));
     assert_eq!(listed(&s), Vec::<String>::new());
+    assert_eq!(pool.retained_bytes(), 0);
 
     // Released processes never meet the limit (2 here).
     for i in 0..10 {

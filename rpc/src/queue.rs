@@ -1,11 +1,82 @@
 //! A connection's outbound queue: bounded in messages and in bytes, so what a client that stops reading can make the server hold is bounded.
+//!
+//! Output events wait in the queue as the chunk they carry (shared with the process's
+//! retention) and the few bytes around it; their text or binary frame is made when the
+//! writer takes them, so a full queue costs the server next to nothing beyond the
+//! retained output it shares (SPEC 7.3).
 
 use std::sync::Arc;
 
+use exec_server_protocol::Base64Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Message;
+
+/// What is queued: a message, or an output event made into one when the writer takes it.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// A message made already.
+    Ready(Message),
+    /// An output notification: its text up to the chunk's base64, the chunk, and the
+    /// text after it.
+    Text {
+        head: String,
+        chunk: Base64Bytes,
+        tail: &'static str,
+    },
+    /// A binary output frame: its header, then the chunk.
+    Frame { head: Vec<u8>, chunk: Base64Bytes },
+}
+
+impl Payload {
+    /// The length of the message it becomes (what it holds of the byte budget).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Payload::Ready(message) => message.len(),
+            Payload::Text { head, chunk, tail } => {
+                head.len() + base64_simd::STANDARD.encoded_length(chunk.len()) + tail.len()
+            }
+            Payload::Frame { head, chunk } => head.len() + chunk.len(),
+        }
+    }
+
+    /// The message: the chunk base64-encoded into place (SIMD), or copied after the
+    /// frame's header.
+    pub(crate) fn into_message(self) -> Message {
+        match self {
+            Payload::Ready(message) => message,
+            Payload::Text {
+                mut head,
+                chunk,
+                tail,
+            } => {
+                let engine = &base64_simd::STANDARD;
+                head.reserve_exact(engine.encoded_length(chunk.len()) + tail.len());
+                engine.encode_append(chunk.as_bytes(), &mut head);
+                head.push_str(tail);
+                Message::Text(head)
+            }
+            Payload::Frame { mut head, chunk } => {
+                head.reserve_exact(chunk.len());
+                head.extend_from_slice(chunk.as_bytes());
+                Message::Binary(head)
+            }
+        }
+    }
+}
+
+impl From<Message> for Payload {
+    fn from(message: Message) -> Self {
+        Payload::Ready(message)
+    }
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Payload::Ready(Message::Text(text))
+    }
+}
 
 /// The connection is gone (or its output was abandoned): the message was not queued.
 #[derive(Debug)]
@@ -14,7 +85,7 @@ pub(crate) struct Closed;
 /// One queued message and the bytes of the budget it holds until the writer takes it.
 #[derive(Debug)]
 pub(crate) struct Queued {
-    message: Message,
+    payload: Payload,
     _bytes: OwnedSemaphorePermit,
 }
 
@@ -62,9 +133,9 @@ impl OutTx {
         }
     }
 
-    /// Queues a message (text or a binary frame), waiting for room in the byte budget
-    /// and in the queue.
-    pub(crate) async fn send(&self, message: impl Into<Message>) -> Result<(), Closed> {
+    /// Queues a message (text or a binary frame, or an output event to make into one),
+    /// waiting for room in the byte budget and in the queue.
+    pub(crate) async fn send(&self, message: impl Into<Payload>) -> Result<(), Closed> {
         let message = message.into();
         let bytes = self.reserve(message.len()).await?;
         self.send_reserved(message, bytes).await
@@ -75,7 +146,7 @@ impl OutTx {
     /// amount taken anew (topping up could deadlock two tasks that each hold part).
     pub(crate) async fn send_reserved(
         &self,
-        message: impl Into<Message>,
+        message: impl Into<Payload>,
         mut bytes: OwnedSemaphorePermit,
     ) -> Result<(), Closed> {
         let message = message.into();
@@ -88,7 +159,7 @@ impl OutTx {
             bytes = self.reserve(message.len()).await?;
         }
         let queued = Queued {
-            message,
+            payload: message,
             _bytes: bytes,
         };
         tokio::select! {
@@ -104,9 +175,10 @@ impl OutTx {
 }
 
 impl Queued {
-    /// The message; the bytes it held go back to the budget.
+    /// The message (made now for an output event); the bytes it held go back to the
+    /// budget.
     pub(crate) fn into_message(self) -> Message {
-        self.message
+        self.payload.into_message()
     }
 }
 

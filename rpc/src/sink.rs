@@ -10,7 +10,7 @@ use exec_server_protocol::{
 use serde::Serialize;
 
 use crate::connection::Message;
-use crate::queue::OutTx;
+use crate::queue::{OutTx, Payload};
 use crate::window::Windows;
 
 /// A flat notification: `{"jsonrpc":"2.0","method":…,"params":…}` (no subscription wrapping).
@@ -35,13 +35,16 @@ fn flat<N: Notification>(params: &N::Params) -> String {
 const MARKER: [u8; 3] = [0xfb, 0xef, 0xbe];
 const MARKER_TAIL: &str = "++++\"}}";
 
+/// What follows the chunk's base64 in an output notification.
+const OUTPUT_TAIL: &str = "\"}}";
+
 /// `process/output` without serde_json's escape scan over the base64 text (a large
 /// share of the server's CPU when streaming): the notification is serialized with a
 /// 3-byte marker chunk, and when the marker's base64 ends the text (the chunk is the
-/// last field) the real chunk is base64-encoded straight into its place, with a SIMD
-/// encoder (standard alphabet, padded: the same text as the protocol's `Base64Bytes`).
-/// Otherwise it falls back to plain serialization.
-fn output_json(n: &ProcessOutputNotification) -> String {
+/// last field) the text before it is kept and the real chunk is later base64-encoded
+/// straight into its place, with a SIMD encoder (standard alphabet, padded: the same
+/// text as the protocol's `Base64Bytes`). `None` when the marker is not last.
+fn output_head(n: &ProcessOutputNotification) -> Option<String> {
     let marked = ProcessOutputNotification {
         process_id: n.process_id.clone(),
         seq: n.seq,
@@ -50,45 +53,75 @@ fn output_json(n: &ProcessOutputNotification) -> String {
     };
     let mut text = flat::<ProcessOutput>(&marked);
     if !text.ends_with(MARKER_TAIL) {
-        return flat::<ProcessOutput>(n);
+        return None;
     }
     text.truncate(text.len() - MARKER_TAIL.len());
-    let engine = &base64_simd::STANDARD;
-    text.reserve(engine.encoded_length(n.chunk.len()) + MARKER_TAIL.len());
-    engine.encode_append(n.chunk.as_bytes(), &mut text);
-    text.push_str("\"}}");
-    text
+    Some(text)
+}
+
+/// The queued form of an output notification: made into its text by the writer.
+fn output_payload(n: &ProcessOutputNotification) -> Payload {
+    match output_head(n) {
+        Some(head) => Payload::Text {
+            head,
+            chunk: n.chunk.clone(),
+            tail: OUTPUT_TAIL,
+        },
+        None => Payload::Ready(Message::Text(flat::<ProcessOutput>(n))),
+    }
+}
+
+/// The text of an output notification.
+#[cfg(test)]
+fn output_json(n: &ProcessOutputNotification) -> String {
+    match output_payload(n).into_message() {
+        Message::Text(text) => text,
+        Message::Binary(_) => String::new(),
+    }
+}
+
+/// The notification that announces `event`, as queued.
+fn notification_payload(event: &Event) -> Payload {
+    match event {
+        Event::Output(n) => output_payload(n),
+        Event::Exited(n) => Payload::Ready(Message::Text(flat::<ProcessExited>(n))),
+        Event::Closed(n) => Payload::Ready(Message::Text(flat::<ProcessClosed>(n))),
+    }
 }
 
 /// The JSON text of the notification that announces `event`.
+#[cfg(test)]
 pub(crate) fn notification_json(event: &Event) -> String {
-    match event {
-        Event::Output(n) => output_json(n),
-        Event::Exited(n) => flat::<ProcessExited>(n),
-        Event::Closed(n) => flat::<ProcessClosed>(n),
+    match notification_payload(event).into_message() {
+        Message::Text(text) => text,
+        Message::Binary(_) => String::new(),
     }
 }
 
-/// The binary frame of an output event (SPEC section 11), or `None` when the event
-/// has no binary form (not output, or a processId too long for the frame's length field).
-fn output_frame(event: &Event) -> Option<Vec<u8>> {
+/// The binary frame of an output event (SPEC section 11), as queued, or `None` when the
+/// event has no binary form (not output, or a processId too long for the frame's length
+/// field).
+fn output_frame(event: &Event) -> Option<Payload> {
     let Event::Output(n) = event else {
         return None;
     };
-    let mut frame = Vec::with_capacity(
-        exec_server_protocol::OUTPUT_FRAME_HEADER_BYTES + n.process_id.len() + n.chunk.len(),
-    );
-    write_output_header(&mut frame, &n.process_id, n.seq, n.stream).ok()?;
-    frame.extend_from_slice(n.chunk.as_bytes());
-    Some(frame)
+    let mut head =
+        Vec::with_capacity(exec_server_protocol::OUTPUT_FRAME_HEADER_BYTES + n.process_id.len());
+    write_output_header(&mut head, &n.process_id, n.seq, n.stream).ok()?;
+    Some(Payload::Frame {
+        head,
+        chunk: n.chunk.clone(),
+    })
 }
 
-/// The message that announces `event` on a connection with or without binary output.
-pub(crate) fn event_message(event: &Event, binary_output: bool) -> Message {
+/// The message that announces `event` on a connection with or without binary output,
+/// as queued: an output event becomes its text or frame when the writer takes it, so
+/// while it waits the queue holds its chunk (shared with retention), not a copy.
+pub(crate) fn event_message(event: &Event, binary_output: bool) -> Payload {
     if binary_output && let Some(frame) = output_frame(event) {
-        return Message::Binary(frame);
+        return frame;
     }
-    Message::Text(notification_json(event))
+    notification_payload(event)
 }
 
 /// Pushes a session's events into one connection's bounded outbound queue.
@@ -162,6 +195,35 @@ mod tests {
     }
 
     #[test]
+    fn queued_output_shares_its_chunk_and_knows_its_length() {
+        for (i, len) in [0usize, 1, 2, 3, 64 * 1024, 70_001].into_iter().enumerate() {
+            let chunk = Base64Bytes::from((0..len).map(|b| b as u8).collect::<Vec<u8>>());
+            let out = Event::Output(ProcessOutputNotification {
+                process_id: format!("p\"{i}"),
+                seq: i as u64 + 1,
+                stream: Stream::Stdout,
+                chunk: chunk.clone(),
+            });
+            for binary in [false, true] {
+                let queued = event_message(&out, binary);
+                // While queued it holds the retained chunk itself, not a copy or its text.
+                match &queued {
+                    Payload::Text { chunk: held, .. } | Payload::Frame { chunk: held, .. } => {
+                        assert!(std::sync::Arc::ptr_eq(held.shared(), chunk.shared()));
+                    }
+                    Payload::Ready(_) => panic!("output queued as a made message"),
+                }
+                let len = queued.len();
+                assert_eq!(
+                    queued.into_message().len(),
+                    len,
+                    "{len} bytes, binary {binary}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn binary_output_frames_only_output() {
         let out = Event::Output(ProcessOutputNotification {
             process_id: "p1".into(),
@@ -169,7 +231,7 @@ mod tests {
             stream: Stream::Pty,
             chunk: Base64Bytes::from(&[0u8, 255, 10][..]),
         });
-        let Message::Binary(frame) = event_message(&out, true) else {
+        let Message::Binary(frame) = event_message(&out, true).into_message() else {
             panic!("output is not binary");
         };
         let decoded = exec_server_protocol::decode_output_frame(&frame).unwrap();
@@ -183,7 +245,7 @@ mod tests {
             }
         );
         assert_eq!(
-            event_message(&out, false),
+            event_message(&out, false).into_message(),
             Message::Text(notification_json(&out))
         );
         let closed = Event::Closed(ProcessClosedNotification {
@@ -192,7 +254,7 @@ mod tests {
             seq: 8,
         });
         assert_eq!(
-            event_message(&closed, true),
+            event_message(&closed, true).into_message(),
             Message::Text(notification_json(&closed))
         );
     }

@@ -21,7 +21,8 @@ commands:
   bench             build the release binary, measure every figure of BENCHMARKS.md
                     against its baseline, print the table, write target/bench/*.json
   bench --quick     the same with small sizes and no targets judged (proves the bench works)
-  bench --only G    one group of figures: stream, echo, spawn, live or connections
+  bench --only G    one group of figures: stream, echo, spawn, live, connections
+                    or memory
                     (BENCH_PERF_DIR=DIR records each server with `perf record -g` into DIR)";
 
 fn main() -> Result<()> {

@@ -16,6 +16,7 @@ mod fs;
 mod fs_modes;
 mod process_options;
 mod regressions;
+mod retention;
 mod run;
 mod run_limits;
 mod sandbox;

@@ -79,10 +79,13 @@ async fn release(proc: Arc<Process>, pidfd: PidFd) {
         ctl.reaped = true;
     }
     drop(pidfd);
-    {
+    let forgotten = {
         let mut st = lock(&proc.state);
         st.released = true;
-        proc.forget_when_done(&mut st);
+        proc.forget_when_done(&mut st)
+    };
+    if forgotten {
+        proc.forget_output();
     }
     proc.changed.send_replace(());
 }

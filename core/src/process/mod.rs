@@ -13,11 +13,10 @@ mod stdin;
 
 pub(crate) use stdin::WriteAnswer;
 
-use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, Weak};
 
-use exec_server_protocol::{OutputChunk, ProcessInfo, ProcessReadResult};
+use exec_server_protocol::{ProcessInfo, ProcessReadResult};
 use portable_pty::MasterPty;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -25,6 +24,7 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::groups::GroupWatch;
 use crate::lock::lock;
+use crate::retention::{Holder, Retained, RetentionPool};
 use crate::session::Shared;
 use crate::sink::{SinkCache, SinkHub};
 use crate::spawn::{SharedFd, Spawned};
@@ -51,11 +51,7 @@ struct Control {
 /// Event state visible to readers: seq counter, retention, exit, close and release.
 struct State {
     next_seq: u64,
-    chunks: VecDeque<OutputChunk>,
-    retained_bytes: usize,
-    evicted_bytes: u64,
-    /// Highest seq of an evicted output event (0 = none).
-    evicted_through: u64,
+    retained: Retained,
     exit: Option<ExitStatus>,
     closed: bool,
     /// The leader was reaped after its group emptied.
@@ -82,7 +78,8 @@ pub(crate) struct Process {
     pub tty: bool,
     /// Start order within the session, for `process/list`.
     pub order: u64,
-    retain_bytes: usize,
+    /// The server-wide retention this process's output counts towards.
+    pool: RetentionPool,
     ctl: Mutex<Control>,
     state: Mutex<State>,
     emitter: tokio::sync::Mutex<Emitter>,
@@ -102,6 +99,7 @@ pub(crate) struct LaunchParams {
     pub argv: Vec<String>,
     pub order: u64,
     pub retain_bytes: usize,
+    pub pool: RetentionPool,
     pub max_pending_stdin: usize,
     /// Terminate the process once it has run this long.
     pub timeout: Option<std::time::Duration>,
@@ -132,14 +130,10 @@ impl Process {
             argv: lp.argv,
             tty,
             order: lp.order,
-            retain_bytes: lp.retain_bytes,
             ctl: Mutex::new(Control::default()),
             state: Mutex::new(State {
                 next_seq: 1,
-                chunks: VecDeque::new(),
-                retained_bytes: 0,
-                evicted_bytes: 0,
-                evicted_through: 0,
+                retained: lp.pool.retained(lp.retain_bytes),
                 exit: None,
                 closed: false,
                 released: false,
@@ -162,6 +156,7 @@ impl Process {
             abandon: watch::Sender::new(false),
             groups: lp.groups,
             session: lp.session,
+            pool: lp.pool,
         });
         for (index, (_, fd)) in outputs.into_iter().enumerate() {
             tokio::spawn(output::read_stream(
@@ -197,11 +192,10 @@ impl Process {
     /// The `process/read` result for this cursor.
     pub(crate) fn read(&self, after_seq: u64, max_bytes: Option<u64>) -> ProcessReadResult {
         let st = lock(&self.state);
-        let start = st.chunks.partition_point(|c| c.seq <= after_seq);
         let mut chunks = Vec::new();
         let mut total: u64 = 0;
         let mut cut = false;
-        for c in st.chunks.range(start..) {
+        for c in st.retained.after(after_seq) {
             let len = c.chunk.len() as u64;
             if let Some(max) = max_bytes
                 && !chunks.is_empty()
@@ -225,8 +219,8 @@ impl Process {
             signal: st.exit.as_ref().and_then(|e| e.signal.clone()),
             closed: st.closed,
             timed_out: st.timed_out,
-            truncated: st.evicted_through > after_seq,
-            evicted_bytes: st.evicted_bytes,
+            truncated: st.retained.evicted_through > after_seq,
+            evicted_bytes: st.retained.evicted_bytes,
             failure: None,
         }
     }
@@ -302,31 +296,41 @@ impl Process {
     /// holds back is given up: the client needs nothing more of it), else
     /// `--retain-closed-ms` after it is also reaped. Called (under the state lock) whenever
     /// one of those changes.
-    fn forget_when_done(self: &Arc<Self>, st: &mut State) {
+    ///
+    /// Returns whether it was forgotten now: the caller then calls
+    /// [`Process::forget_output`] once it has let go of the state lock.
+    #[must_use]
+    fn forget_when_done(self: &Arc<Self>, st: &mut State) -> bool {
         if !st.closed {
-            return;
+            return false;
         }
         let Some(shared) = self.session.upgrade() else {
-            return;
+            return false;
         };
         if st.release_requested {
-            st.chunks = VecDeque::new();
-            st.retained_bytes = 0;
             shared.forget_now(self, st.released);
-        } else if st.released {
+            return true;
+        }
+        if st.released {
             shared.schedule_forget(self);
         }
+        false
     }
 
     /// `process/release`: forget the process once it has closed (now, if it has). Never
     /// signals it.
     pub(crate) fn release(self: &Arc<Self>) {
-        let mut st = lock(&self.state);
-        if st.release_requested {
-            return;
+        let forgotten = {
+            let mut st = lock(&self.state);
+            if st.release_requested {
+                return;
+            }
+            st.release_requested = true;
+            self.forget_when_done(&mut st)
+        };
+        if forgotten {
+            self.forget_output();
         }
-        st.release_requested = true;
-        self.forget_when_done(&mut st);
     }
 }
 
@@ -356,19 +360,25 @@ impl State {
         self.next_seq += 1;
         seq
     }
+}
 
-    /// Keep `chunk`, evicting the oldest whole chunks beyond `limit` bytes.
-    fn retain(&mut self, chunk: OutputChunk, limit: usize) {
-        self.retained_bytes += chunk.chunk.len();
-        self.chunks.push_back(chunk);
-        while self.retained_bytes > limit {
-            let Some(old) = self.chunks.pop_front() else {
-                break;
-            };
-            self.retained_bytes -= old.chunk.len();
-            self.evicted_bytes += old.chunk.len() as u64;
-            self.evicted_through = old.seq;
-        }
+impl Holder for Process {
+    fn with_retained(&self, f: &mut dyn FnMut(&mut Retained, bool)) {
+        let mut st = lock(&self.state);
+        let closed = st.closed;
+        f(&mut st.retained, closed);
+    }
+}
+
+impl Process {
+    fn as_holder(self: &Arc<Self>) -> Arc<dyn Holder> {
+        self.clone()
+    }
+
+    /// The process is forgotten: its retained output is dropped now, whoever still
+    /// holds the process.
+    pub(crate) fn forget_output(self: &Arc<Self>) {
+        self.pool.forget(&self.as_holder());
     }
 }
 

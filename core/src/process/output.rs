@@ -149,22 +149,24 @@ fn outcome(result: std::io::Result<Option<Arc<[u8]>>>, stream: Stream) -> ReadOu
 }
 
 impl Process {
-    async fn emit_output(&self, em: &mut Emitter, stream: Stream, bytes: Arc<[u8]>) {
+    async fn emit_output(self: &Arc<Self>, em: &mut Emitter, stream: Stream, bytes: Arc<[u8]>) {
         let chunk = Base64Bytes::from_shared(bytes);
         em.sink.refresh();
-        let seq = {
+        let (seq, unlisted) = {
             let mut st = lock(&self.state);
             let seq = st.take_seq();
-            st.retain(
-                OutputChunk {
-                    seq,
-                    stream,
-                    chunk: chunk.clone(),
-                },
-                self.retain_bytes,
-            );
-            seq
+            let unlisted = st.retained.push(OutputChunk {
+                seq,
+                stream,
+                chunk: chunk.clone(),
+            });
+            (seq, unlisted)
         };
+        // Outside the state lock: the pool's lock comes first.
+        if unlisted {
+            self.pool.list(&self.as_holder());
+        }
+        self.pool.enforce();
         self.changed.send_replace(());
         em.sink
             .push(Event::Output(ProcessOutputNotification {
@@ -243,12 +245,19 @@ impl Process {
         }
         em.closed = true;
         em.sink.refresh();
-        let (seq, timed_out) = {
+        let (seq, timed_out, forgotten) = {
             let mut st = lock(&self.state);
             st.closed = true;
-            self.forget_when_done(&mut st);
-            (st.take_seq(), st.timed_out)
+            let forgotten = self.forget_when_done(&mut st);
+            (st.take_seq(), st.timed_out, forgotten)
         };
+        if forgotten {
+            // Released: its retained output leaves the pool now.
+            self.forget_output();
+        } else {
+            // Closed processes are evicted first.
+            self.pool.closed(&self.as_holder());
+        }
         self.changed.send_replace(());
         em.sink
             .push(Event::Closed(ProcessClosedNotification {

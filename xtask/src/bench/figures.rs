@@ -24,19 +24,19 @@ fn current_thread() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn multi_thread() -> Result<tokio::runtime::Runtime> {
+pub(super) fn multi_thread() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?)
 }
 
-fn step(what: &str) {
+pub(super) fn step(what: &str) {
     eprintln!("bench: {what}");
 }
 
 /// The groups of figures, in table order; `--only NAME` runs one.
-pub const GROUPS: [&str; 5] = ["stream", "echo", "spawn", "live", "connections"];
+pub const GROUPS: [&str; 6] = ["stream", "echo", "spawn", "live", "connections", "memory"];
 
 /// Every figure of the groups `only` selects (all when `None`), in table order.
 pub fn all(bin: &Path, sizes: Sizes, only: Option<&str>) -> Result<Vec<Row>> {
@@ -58,6 +58,9 @@ pub fn all(bin: &Path, sizes: Sizes, only: Option<&str>) -> Result<Vec<Row>> {
     drop(rt);
     if selected("connections") {
         rows.append(&mut connection_rows(bin, sizes)?);
+    }
+    if selected("memory") {
+        rows.append(&mut super::memory::rows(bin, sizes)?);
     }
     Ok(rows)
 }
@@ -392,18 +395,18 @@ async fn stream(client: &mut Client, name: &str, bytes: u64) -> Result<(Duration
 }
 
 /// The events of one process as they arrive, checked.
-struct Run {
+pub(super) struct Run {
     name: String,
     next_seq: u64,
-    bytes: u64,
+    pub(super) bytes: u64,
     outputs: u64,
-    started: bool,
-    exit_code: Option<i32>,
-    closed: bool,
+    pub(super) started: bool,
+    pub(super) exit_code: Option<i32>,
+    pub(super) closed: bool,
 }
 
 impl Run {
-    fn new(name: &str) -> Run {
+    pub(super) fn new(name: &str) -> Run {
         Run {
             name: name.to_owned(),
             next_seq: 1,
@@ -434,7 +437,7 @@ impl Run {
         Ok(())
     }
 
-    fn take(&mut self, incoming: Incoming, start_id: Option<u64>) -> Result<()> {
+    pub(super) fn take(&mut self, incoming: Incoming, start_id: Option<u64>) -> Result<()> {
         match incoming {
             Incoming::Output {
                 process_id,

@@ -3,6 +3,7 @@
 mod baseline;
 mod client;
 mod figures;
+mod memory;
 mod server;
 
 use std::fmt::Write as _;
@@ -33,6 +34,12 @@ pub struct Sizes {
     pub connections: usize,
     /// Bytes each of those connections streams.
     pub per_connection_bytes: u64,
+    /// Connections of the memory figure.
+    pub memory_connections: usize,
+    /// Processes each of them runs at once.
+    pub memory_processes: usize,
+    /// Bytes each of those processes prints.
+    pub memory_bytes: u64,
 }
 
 impl Sizes {
@@ -46,6 +53,9 @@ impl Sizes {
         live_processes: 1000,
         connections: 64,
         per_connection_bytes: 8 << 20,
+        memory_connections: 64,
+        memory_processes: 8,
+        memory_bytes: 4 << 20,
     };
     const QUICK: Sizes = Sizes {
         stream_bytes: 4 << 20,
@@ -57,6 +67,9 @@ impl Sizes {
         live_processes: 50,
         connections: 8,
         per_connection_bytes: 1 << 20,
+        memory_connections: 4,
+        memory_processes: 2,
+        memory_bytes: 1 << 20,
     };
 }
 

@@ -124,6 +124,11 @@ impl Server {
         status_field(self.pid, "VmRSS:").map(|kib| kib * 1024)
     }
 
+    /// The highest resident memory the server has had (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Result<u64> {
+        status_field(self.pid, "VmHWM:").map(|kib| kib * 1024)
+    }
+
     /// Number of threads.
     pub fn threads(&self) -> Result<u64> {
         status_field(self.pid, "Threads:")
@@ -157,9 +162,18 @@ fn command(bin: &Path, listen: &str, extra: &[&str]) -> Command {
     command
         .args(["serve", "--listen", listen, "--log-level", "warn"])
         .args(extra)
+        .args(extra_args())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     command
+}
+
+/// Flags added to every server's command line: `BENCH_SERVER_ARGS`, split at spaces
+/// (to measure a setting, e.g. `--outbound-queue-bytes 1048576`).
+fn extra_args() -> Vec<String> {
+    std::env::var("BENCH_SERVER_ARGS")
+        .map(|args| args.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// The server binary: the release build, or `BENCH_SERVER_BIN` when set (to compare
