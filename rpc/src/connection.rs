@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use exec_server_core::{Session, lock};
 use exec_server_protocol::{
@@ -139,9 +140,9 @@ impl ConnectionShared {
                 }
             }
         };
+        tracing::debug!(conn = self.id, session = attached.session_id, "the session");
         tracing::info!(
             conn = self.id,
-            session = attached.session_id,
             client = params.client_name,
             version = params.client_version.as_deref().unwrap_or(""),
             resumed = params.resume_session_id.is_some(),
@@ -486,10 +487,12 @@ impl Connection {
         let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
             return;
         };
+        let read_at = Instant::now();
         let (id, method, params) = match classify(message) {
             Inbound::Invalid(id, error) => {
                 tracing::debug!(conn = shared.id, %error, "invalid message");
                 self.send(error_json(id, &error)).await;
+                record("invalid", Some(error.code().code()), read_at);
                 return;
             }
             Inbound::Notification(method) => {
@@ -501,12 +504,14 @@ impl Connection {
         let Some((name, callback)) = shared.server.methods().method_with_name(&method) else {
             let error = Error::MethodNotFound(format!("`{}`", clip(&method)));
             self.send(error_json(id, &error)).await;
+            record("other", Some(error.code().code()), read_at);
             return;
         };
         let mut extensions = match shared.gate(name) {
             Ok(extensions) => extensions,
             Err(error) => {
                 self.send(error_json(id, &error)).await;
+                record(name, Some(error.code().code()), read_at);
                 return;
             }
         };
@@ -516,7 +521,9 @@ impl Connection {
             MethodCallback::Sync(callback) => {
                 self.settle_target(name, raw, &extensions).await;
                 let response = callback(id.clone(), Params::new(raw), max, extensions);
+                let code = response.as_error_code();
                 send_response(&shared.tx, id, response, max, None).await;
+                record(name, code, read_at);
                 if name == Initialize::NAME {
                     shared.attach_pending();
                 }
@@ -529,6 +536,7 @@ impl Connection {
                     Ok(prepared) => prepared,
                     Err(error) => {
                         self.send(error_json(id, &error)).await;
+                        record(name, Some(error.code().code()), read_at);
                         return;
                     }
                 };
@@ -560,7 +568,9 @@ impl Connection {
                         call.await
                     };
                     let room = room.and_then(|r| lock(&r).take());
+                    let code = response.as_error_code();
                     send_response(&tx, id, response, max, room).await;
+                    record(name, code, read_at);
                     drop(permit);
                 });
             }
@@ -685,6 +695,12 @@ impl Connection {
 /// Where a `process/read` leaves the room it reserved in the outbound queue before its
 /// response was serialized.
 pub(crate) type RoomSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
+/// Counts an answered request in the metrics (`method` is a protocol name, never the
+/// client's text).
+fn record(method: &'static str, error: Option<i32>, read_at: Instant) {
+    exec_server_metrics::metrics().request(method, error, read_at.elapsed());
+}
 
 /// At most 256 bytes of a client-supplied name, for messages.
 fn clip(s: &str) -> &str {

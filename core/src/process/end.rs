@@ -26,6 +26,7 @@ pub(crate) const ABANDON_AFTER: Duration = Duration::from_secs(2);
 /// Wait for the leader's exit, record it, then reap it once its group is empty.
 pub(super) async fn watch_exit(proc: Arc<Process>, pidfd: PidFd, gate: watch::Receiver<()>) {
     let status = wait_for_exit(&proc, &pidfd).await;
+    exec_server_metrics::metrics().processes_running.dec();
     lock(&proc.ctl).exited = true;
     if let Some(stdin) = &proc.stdin {
         stdin.shut();

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, Weak};
 
+use exec_server_metrics::metrics;
 use exec_server_protocol::{OutputChunk, ProcessInfo, ProcessReadResult};
 use portable_pty::MasterPty;
 use tokio::io::unix::AsyncFd;
@@ -121,6 +122,8 @@ impl Process {
             pty,
         } = spawned;
         let tty = pty.is_some();
+        metrics().processes_started.inc();
+        metrics().processes_running.inc();
         let stdin = stdin.map(|fd| Stdin::new(fd, lp.max_pending_stdin, tty));
         let proc = Arc::new(Process {
             id: lp.id,
@@ -321,6 +324,7 @@ impl State {
     /// Keep `chunk`, evicting the oldest whole chunks beyond `limit` bytes.
     fn retain(&mut self, chunk: OutputChunk, limit: usize) {
         self.retained_bytes += chunk.chunk.len();
+        metrics().retained_bytes.inc_by(chunk.chunk.len() as i64);
         self.chunks.push_back(chunk);
         while self.retained_bytes > limit {
             let Some(old) = self.chunks.pop_front() else {
@@ -328,8 +332,17 @@ impl State {
             };
             self.retained_bytes -= old.chunk.len();
             self.evicted_bytes += old.chunk.len() as u64;
+            metrics().evicted_bytes.inc_by(old.chunk.len() as u64);
+            metrics().retained_bytes.dec_by(old.chunk.len() as i64);
             self.evicted_through = old.seq;
         }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The process is forgotten: what it retained no longer counts.
+        metrics().retained_bytes.dec_by(self.retained_bytes as i64);
     }
 }
 
