@@ -117,12 +117,11 @@ impl StartReservation {
             return Err(Error::Internal("start reservation used twice".into()));
         };
         // The failed step is counted as `unknown` until spawn errors carry their step.
-        let spawned = spawn::spawn(params)
-            .inspect_err(|e| {
-                if matches!(e, Error::SpawnFailed(_)) {
-                    exec_server_metrics::metrics().spawn_failed("unknown");
-                }
-            })?;
+        let spawned = spawn::spawn(params).inspect_err(|e| {
+            if matches!(e, Error::SpawnFailed(_)) {
+                exec_server_metrics::metrics().spawn_failed("unknown");
+            }
+        })?;
         let pid = spawned.pid;
         let gate = tokio::sync::watch::Sender::new(());
         let Some(params) = self.params.take() else {

@@ -299,7 +299,9 @@ impl Metrics {
     pub fn request(&self, method: &'static str, error: Option<i32>, elapsed: Duration) {
         self.requests.get_or_create(&MethodLabels { method }).inc();
         if let Some(code) = error {
-            self.errors.get_or_create(&ErrorLabels { method, code }).inc();
+            self.errors
+                .get_or_create(&ErrorLabels { method, code })
+                .inc();
         }
         self.latency
             .get_or_create(&MethodLabels { method })
@@ -372,10 +374,14 @@ mod tests {
             ),
             ("exec_server_sessions{state=\"attached\"}", 2.0),
             ("exec_server_sessions{state=\"detached\"}", 1.0),
-            ("exec_server_connections_refused_total{reason=\"auth\"}", 1.0),
+            (
+                "exec_server_connections_refused_total{reason=\"auth\"}",
+                1.0,
+            ),
             ("exec_server_retained_bytes", 0.0),
         ];
-        let got: Vec<(&str, Option<f64>)> = want.iter().map(|(n, _)| (*n, sample(&text, n))).collect();
+        let got: Vec<(&str, Option<f64>)> =
+            want.iter().map(|(n, _)| (*n, sample(&text, n))).collect();
         let expected: Vec<(&str, Option<f64>)> = want.iter().map(|(n, v)| (*n, Some(*v))).collect();
         assert_eq!(got, expected, "{text}");
         assert!(text.contains("# TYPE exec_server_request_duration_seconds histogram"));

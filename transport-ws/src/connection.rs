@@ -108,6 +108,9 @@ pub(crate) async fn run(
     // A WebSocket carries binary frames: binary output can be granted (SPEC section 11).
     let (connection, outbound) = shared.rpc.connect(true);
     let conn_id = connection.id();
+    let m = exec_server_metrics::metrics();
+    m.connections_opened.inc();
+    m.connections.inc();
     tracing::info!(conn = conn_id, "WebSocket connection opened");
     let done = CancellationToken::new();
     let (pong_tx, pong_rx) = mpsc::channel(PENDING_PONGS);
@@ -193,6 +196,7 @@ pub(crate) async fn run(
     let _ = writer.await;
     // Dropping the connection detaches its session (it expires after the TTL).
     drop(connection);
+    m.connections.dec();
 }
 
 /// The writer's clocks.
