@@ -10,6 +10,7 @@ mod cp;
 mod deploy;
 mod faults;
 mod fs;
+mod ops;
 mod regressions;
 mod run;
 mod run_limits;
