@@ -95,6 +95,12 @@ struct ServeArgs {
     #[arg(long, conflicts_with = "token_file")]
     insecure_no_auth: bool,
 
+    /// Print the URL without `?token=…`: for a service whose stdout goes to a log
+    /// (systemd's journal, `docker logs`, a pod's log), where the token must not appear.
+    /// Needs --token-file or EXEC_SERVER_TOKEN (clients then bring the token).
+    #[arg(long, conflicts_with = "insecure_no_auth")]
+    no_token_in_url: bool,
+
     /// Largest message accepted or sent, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     max_message_bytes: usize,
@@ -273,6 +279,12 @@ fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
             .to_owned()
     } else if let Ok(token) = std::env::var(exec_server_core::TOKEN_ENV) {
         token.trim().to_owned()
+    } else if args.no_token_in_url {
+        bail!(
+            "--no-token-in-url needs --token-file or {}: a generated token that is not \
+             printed could not be used by anyone",
+            exec_server_core::TOKEN_ENV
+        );
     } else {
         exec_server_rpc::random_hex(16).context("cannot generate a token from /dev/urandom")?
     };
@@ -351,7 +363,12 @@ async fn serve(
             {
                 use std::io::Write;
                 let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{}", server.url()).context("cannot write the URL to stdout")?;
+                let url = server.url();
+                let url = match url.split_once("?token=") {
+                    Some((bare, _)) if args.no_token_in_url => bare.to_owned(),
+                    _ => url,
+                };
+                writeln!(stdout, "{url}").context("cannot write the URL to stdout")?;
                 stdout.flush().context("cannot write the URL to stdout")?;
             }
             tracing::info!(addr = %server.local_addr(), "listening");

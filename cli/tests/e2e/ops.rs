@@ -427,3 +427,30 @@ async fn a_listening_socket_passed_the_way_systemd_does_is_served() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn no_token_in_url_keeps_the_token_out_of_stdout() -> anyhow::Result<()> {
+    let token = "tok-kept-out-of-stdout-5e2";
+    let (server, _logs) = launch(serve(
+        &["--listen", "ws://127.0.0.1:0", "--no-token-in-url"],
+        &[("EXEC_SERVER_TOKEN", token)],
+    ))
+    .await?;
+    let url = server.url().to_owned();
+    assert_eq!(url, format!("ws://{}/", server.addr()));
+    // Clients bring the token themselves.
+    let mut c = Client::ws(&format!("{url}?token={token}")).await?;
+    c.handshake().await;
+    assert!(Client::ws(&url).await.is_err());
+
+    // A generated token that is not printed could not be used: refused.
+    let output = within(
+        "the server to refuse",
+        serve(&["--listen", "ws://127.0.0.1:0", "--no-token-in-url"], &[]).output(),
+    )
+    .await?;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-token-in-url needs"));
+    Ok(())
+}
