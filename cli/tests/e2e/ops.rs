@@ -167,9 +167,17 @@ async fn metrics_are_scraped_and_move_with_what_happens() -> anyhow::Result<()> 
     )
     .await;
 
-    let text = scrape_until(&server, "the process to be counted as exited", |t| {
-        sample(t, "exec_server_processes_running") == Some(0.0)
-    })
+    // A request is counted once its response is queued, which can be just after the
+    // client has read it: wait for the last two.
+    let text = scrape_until(
+        &server,
+        "the exit and the last requests to be counted",
+        |t| {
+            sample(t, "exec_server_processes_running") == Some(0.0)
+                && sample(t, "exec_server_requests_total{method=\"process/start\"}") == Some(2.0)
+                && sample(t, "exec_server_requests_total{method=\"process/resize\"}") == Some(1.0)
+        },
+    )
     .await;
     let want = [
         ("exec_server_connections", 1.0),
@@ -291,6 +299,13 @@ async fn exercise_logs(level: &str, token: &str) -> anyhow::Result<(Vec<String>,
     c.start("logged", &["echo", "hi"], json!({})).await;
     c.events_until_closed("logged").await;
     c.close().await?;
+    // The server sees the close in its own time: resume only once it has detached.
+    within("the session to be detached", async {
+        while !logs.contains("session detached") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let mut again = Client::ws(server.url()).await?;
     again
         .call(
