@@ -49,6 +49,10 @@ pub trait ExecFiles: Send + Sync {
 
     /// `fs/rename`: rename(2), replacing an existing `to` as it does.
     async fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
+
+    /// `fs/chmod`: sets the permission bits (setuid, setgid and sticky included, at most
+    /// 0o7777) of `path`, following a symlink.
+    async fn chmod(&self, path: &str, mode: u32) -> Result<(), Error>;
 }
 
 /// How [`ExecFiles::write`] writes. The default creates a missing file (mode 0o644) and
@@ -64,6 +68,9 @@ pub struct WriteOptions {
     pub truncate: Option<bool>,
     /// Create a missing file (default `true`; `false` makes it ENOENT).
     pub create: bool,
+    /// Only create: an existing path (even a dangling symlink) is EEXIST, as `O_EXCL`
+    /// (not with `atomic` or `create: false`).
+    pub exclusive: bool,
     /// Permission bits of a file this write creates (exactly: no umask).
     pub mode: Option<u32>,
     /// Write a temporary file beside the target and rename it over it: readers see the
@@ -78,6 +85,7 @@ impl Default for WriteOptions {
             append: false,
             truncate: None,
             create: true,
+            exclusive: false,
             mode: None,
             atomic: false,
         }
@@ -121,6 +129,12 @@ impl WriteOptions {
         self
     }
 
+    /// Whether to fail with EEXIST when the path exists, as `O_EXCL`.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
     /// The permission bits of a file this write creates.
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = Some(mode);
@@ -130,7 +144,7 @@ impl WriteOptions {
     /// The `fs/write` params.
     pub(crate) fn into_params(self, path: &str, data: Base64Bytes) -> FsWriteParams {
         FsWriteParams {
-            exclusive: false,
+            exclusive: self.exclusive,
             path: path.to_owned(),
             data,
             offset: self.offset,

@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use exec_server_core::{Event, EventSink, Files, FsConfig, Session, SessionConfig, SinkClosed};
 use exec_server_protocol::{
-    Base64Bytes, FsEntry, FsListParams, FsMkdirParams, FsReadParams, FsReadResult, FsRemoveParams,
-    FsRenameParams, FsStatParams, FsStatResult, ProcessCloseStdinParams, ProcessInfo,
-    ProcessReadParams, ProcessReadResult, ProcessResizeParams, ProcessSignalParams,
+    Base64Bytes, FsChmodParams, FsEntry, FsListParams, FsMkdirParams, FsReadParams, FsReadResult,
+    FsRemoveParams, FsRenameParams, FsStatParams, FsStatResult, ProcessCloseStdinParams,
+    ProcessInfo, ProcessReadParams, ProcessReadResult, ProcessResizeParams, ProcessSignalParams,
     ProcessTerminateParams, ProcessWriteParams, Signal, TerminalSize, WriteStatus,
 };
 
@@ -290,6 +290,17 @@ impl ExecFiles for LocalBackend {
             .rename(FsRenameParams {
                 from: from.to_owned(),
                 to: to.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn chmod(&self, path: &str, mode: u32) -> Result<(), Error> {
+        self.inner
+            .files
+            .chmod(FsChmodParams {
+                path: path.to_owned(),
+                mode,
             })
             .await?;
         Ok(())

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use exec_server_protocol::{
-    Base64Bytes, FsEntry, FsListParams, FsMkdirParams, FsReadParams, FsReadResult, FsRemoveParams,
-    FsRenameParams, FsStatParams, FsStatResult, ProcessCloseStdinParams, ProcessInfo,
-    ProcessReadParams, ProcessReadResult, ProcessResizeParams, ProcessSignalParams,
-    ProcessStartParams, ProcessTerminateParams, ProcessWriteParams, Signal, TerminalSize,
-    WriteStatus,
+    Base64Bytes, FsChmod, FsChmodParams, FsEntry, FsListParams, FsMkdirParams, FsReadParams,
+    FsReadResult, FsRemoveParams, FsRenameParams, FsStatParams, FsStatResult,
+    ProcessCloseStdinParams, ProcessInfo, ProcessReadParams, ProcessReadResult,
+    ProcessResizeParams, ProcessSignalParams, ProcessStartParams, ProcessTerminateParams,
+    ProcessWriteParams, Signal, TerminalSize, WriteStatus,
 };
 
 use crate::event::Route;
@@ -136,6 +136,19 @@ impl ExecFiles for RemoteBackend {
                 from: from.to_owned(),
                 to: to.to_owned(),
             })
+            .await?;
+        Ok(())
+    }
+
+    async fn chmod(&self, path: &str, mode: u32) -> Result<(), Error> {
+        let params = FsChmodParams {
+            path: path.to_owned(),
+            mode,
+        };
+        // Setting a mode twice leaves it as once: safe to send again after a reconnect.
+        self.client
+            .core()
+            .call_retrying::<FsChmod>(&params, true, Duration::ZERO)
             .await?;
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The `fs/*` methods of core against a real file system: every SPEC section 12 call, its
-//! defaults and bad combinations, errno names, atomic replacement, and removal that never
-//! follows a symlink.
+//! defaults and bad combinations, errno names, atomic replacement, exclusive creation,
+//! chmod, and removal that never follows a symlink.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure report
 
@@ -873,6 +873,209 @@ async fn rename_moves_and_replaces() {
         std::fs::read_link(dir.join("moved")).unwrap(),
         Path::new("b")
     );
+}
+
+fn chmod_p(path: &Path, mode: u32) -> FsChmodParams {
+    FsChmodParams {
+        path: s(path),
+        mode,
+    }
+}
+
+#[tokio::test]
+async fn chmod_sets_every_permission_bit_exactly_and_follows_symlinks() {
+    let dir = TempDir::new();
+    let f = files();
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+
+    // Each mode is what stat reports afterwards, setuid, setgid and sticky included (the
+    // file is the server's own, in its own group, so the OS drops none of these bits).
+    for mode in [
+        0o644, 0o4755, 0o2750, 0o1777, 0o6711, 0o7777, 0o444, 0o000, 0o600,
+    ] {
+        assert_eq!(
+            f.chmod(chmod_p(&file, mode)).await.unwrap(),
+            FsChmodResult {}
+        );
+        assert_eq!(mode_of(&file), mode, "{mode:o}");
+        let st = f.stat(stat_p(&file, true)).await.unwrap();
+        assert_eq!(st.mode, mode, "{mode:o}");
+    }
+    for mode in [0o1777, 0o2755, 0o700] {
+        f.chmod(chmod_p(&sub, mode)).await.unwrap();
+        assert_eq!(mode_of(&sub), mode, "{mode:o}");
+    }
+
+    // A symlink is followed: its target changes, the link stays a link to it.
+    let link = dir.join("link");
+    symlink("file", &link).unwrap();
+    f.chmod(chmod_p(&link, 0o4711)).await.unwrap();
+    assert_eq!(mode_of(&file), 0o4711);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("file"));
+
+    // OS failures: -32020 with the errno and the path; nothing is created.
+    let missing = dir.join("missing");
+    assert_eq!(
+        errno(f.chmod(chmod_p(&missing, 0o644)).await, &missing),
+        "ENOENT"
+    );
+    let dangling = dir.join("dangling");
+    symlink("nowhere", &dangling).unwrap();
+    assert_eq!(
+        errno(f.chmod(chmod_p(&dangling, 0o644)).await, &dangling),
+        "ENOENT"
+    );
+    let under_file = file.join("child");
+    assert_eq!(
+        errno(f.chmod(chmod_p(&under_file, 0o644)).await, &under_file),
+        "ENOTDIR"
+    );
+
+    // A mode beyond 0o7777, or a relative path, is invalid params and changes nothing.
+    for mode in [0o10000, 0o17777, u32::MAX] {
+        assert_eq!(
+            code(f.chmod(chmod_p(&file, mode)).await),
+            -32602,
+            "{mode:o}"
+        );
+    }
+    assert_eq!(mode_of(&file), 0o4711);
+    for relative in ["", "file", "./file", "~/file"] {
+        assert_eq!(
+            code(f.chmod(chmod_p(Path::new(relative), 0o600)).await),
+            -32602,
+            "{relative:?}"
+        );
+    }
+    assert_eq!(dir.names(), ["dangling", "file", "link", "sub"]);
+
+    if is_root() {
+        eprintln!("note: running as root; EPERM is covered by the end-to-end test as `nobody`");
+        return;
+    }
+    // Not the owner: EPERM.
+    let foreign = Path::new("/");
+    assert_eq!(
+        errno(f.chmod(chmod_p(foreign, 0o755)).await, foreign),
+        "EPERM"
+    );
+}
+
+#[tokio::test]
+async fn exclusive_creates_only_a_new_file() {
+    let dir = TempDir::new();
+    let f = files();
+    let path = dir.join("new");
+    let exclusive = |path: &Path, data: &[u8]| FsWriteParams {
+        exclusive: true,
+        ..write_p(path, data)
+    };
+
+    // A new file: created with exactly `mode` (no umask) and the data.
+    let p = FsWriteParams {
+        mode: Some(0o640),
+        ..exclusive(&path, b"first")
+    };
+    assert_eq!(f.write(p).await.unwrap().bytes_written, 5);
+    assert_eq!(std::fs::read(&path).unwrap(), b"first");
+    assert_eq!(mode_of(&path), 0o640);
+
+    // The path exists now: EEXIST, and the file keeps its content and mode.
+    let p = FsWriteParams {
+        mode: Some(0o666),
+        ..exclusive(&path, b"second")
+    };
+    assert_eq!(errno(f.write(p).await, &path), "EEXIST");
+    assert_eq!(std::fs::read(&path).unwrap(), b"first");
+    assert_eq!(mode_of(&path), 0o640);
+    // So with append or an offset too.
+    let p = FsWriteParams {
+        append: true,
+        ..exclusive(&path, b"+")
+    };
+    assert_eq!(errno(f.write(p).await, &path), "EEXIST");
+    assert_eq!(std::fs::read(&path).unwrap(), b"first");
+
+    // As O_EXCL: a symlink is not followed, even a dangling one (its target is not made).
+    let dangling = dir.join("dangling");
+    symlink("target", &dangling).unwrap();
+    assert_eq!(
+        errno(f.write(exclusive(&dangling, b"x")).await, &dangling),
+        "EEXIST"
+    );
+    assert!(!dir.join("target").exists());
+    // A directory exists too.
+    assert_eq!(
+        errno(f.write(exclusive(&dir.0, b"x")).await, &dir.0),
+        "EEXIST"
+    );
+
+    // At an offset into a new file: zeros before it.
+    let holed = dir.join("holed");
+    let p = FsWriteParams {
+        offset: Some(3),
+        ..exclusive(&holed, b"z")
+    };
+    f.write(p).await.unwrap();
+    assert_eq!(std::fs::read(&holed).unwrap(), b"\0\0\0z");
+    assert_eq!(mode_of(&holed), 0o644);
+
+    // Not with atomic or create false: invalid params, and nothing is created.
+    let refused = dir.join("refused");
+    for p in [
+        FsWriteParams {
+            atomic: true,
+            ..exclusive(&refused, b"x")
+        },
+        FsWriteParams {
+            create: false,
+            ..exclusive(&refused, b"x")
+        },
+    ] {
+        assert_eq!(code(f.write(p.clone()).await), -32602, "{p:?}");
+    }
+    assert_eq!(dir.names(), ["dangling", "holed", "new"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_racing_exclusive_writes_exactly_one_creates_the_file() {
+    let dir = TempDir::new();
+    let f = files();
+    for round in 0..20 {
+        let path = dir.join(format!("race-{round}"));
+        let mut calls = Vec::new();
+        for i in 0..8u8 {
+            let f = f.clone();
+            let p = FsWriteParams {
+                exclusive: true,
+                ..write_p(&path, &[i; 1000])
+            };
+            calls.push(tokio::spawn(async move { (i, f.write(p).await) }));
+        }
+        let mut winners = Vec::new();
+        for call in calls {
+            let (i, result) = tokio::time::timeout(DEADLINE, call)
+                .await
+                .expect("every write finished")
+                .unwrap();
+            match result {
+                Ok(_) => winners.push(i),
+                Err(e) => assert_eq!(errno(Err::<(), _>(e), &path), "EEXIST"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        // The file holds the winner's bytes alone.
+        assert_eq!(std::fs::read(&path).unwrap(), vec![winners[0]; 1000]);
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use exec_server_core::{DEFAULT_FS_CONCURRENCY, Files, FsConfig, Session, StartReservation, lock};
 use exec_server_protocol::{
-    FS_READ_MAX_BYTES, FsList, FsMkdir, FsRead, FsReadParams, FsRemove, FsRename, FsStat, FsWrite,
-    Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
+    FS_READ_MAX_BYTES, FsChmod, FsList, FsMkdir, FsRead, FsReadParams, FsRemove, FsRename, FsStat,
+    FsWrite, Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
     ProcessReadParams, ProcessReadResult, ProcessResize, ProcessSignal, ProcessStart,
     ProcessTerminate, ProcessWrite,
 };
@@ -300,6 +300,7 @@ fn register_fs(module: &mut RpcModule<()>, config: &RpcConfig) -> Result<(), Err
     fs_method!(FsMkdir, mkdir);
     fs_method!(FsRemove, remove);
     fs_method!(FsRename, rename);
+    fs_method!(FsChmod, chmod);
     Ok(())
 }
 

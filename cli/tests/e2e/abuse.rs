@@ -445,6 +445,80 @@ fn corpus() -> Vec<Case> {
             req(json!(42), method::PROCESS_LIST, json!({"pad": mib})),
             Expect::Error(LimitReached, null.clone()),
         ),
+        // File calls: refused before anything is touched (the paths do not exist, so a
+        // check that was skipped would show as a file error instead).
+        case(
+            "fs/chmod on a missing path",
+            req(
+                json!(60),
+                method::FS_CHMOD,
+                json!({"path": "/nonexistent-exec-server-e2e/f", "mode": 0o644}),
+            ),
+            Expect::Error(FileError, json!(60)),
+        ),
+        case(
+            "fs/chmod with a mode beyond 0o7777",
+            req(
+                json!(61),
+                method::FS_CHMOD,
+                json!({"path": "/nonexistent-exec-server-e2e/f", "mode": 0o10000}),
+            ),
+            Expect::Error(InvalidParams, json!(61)),
+        ),
+        case(
+            "fs/chmod with a mode beyond u32",
+            req(
+                json!(62),
+                method::FS_CHMOD,
+                json!({"path": "/nonexistent-exec-server-e2e/f", "mode": 1u64 << 32}),
+            ),
+            Expect::Error(InvalidParams, json!(62)),
+        ),
+        case(
+            "fs/chmod with a negative mode",
+            req(
+                json!(63),
+                method::FS_CHMOD,
+                json!({"path": "/nonexistent-exec-server-e2e/f", "mode": -1}),
+            ),
+            Expect::Error(InvalidParams, json!(63)),
+        ),
+        case(
+            "fs/chmod without a mode",
+            req(
+                json!(64),
+                method::FS_CHMOD,
+                json!({"path": "/nonexistent-exec-server-e2e/f"}),
+            ),
+            Expect::Error(InvalidParams, json!(64)),
+        ),
+        case(
+            "fs/chmod of a relative path",
+            req(
+                json!(65),
+                method::FS_CHMOD,
+                json!({"path": "tmp", "mode": 0o755}),
+            ),
+            Expect::Error(InvalidParams, json!(65)),
+        ),
+        case(
+            "fs/write exclusive and atomic",
+            req(
+                json!(66),
+                method::FS_WRITE,
+                json!({"path": "/nonexistent-exec-server-e2e/f", "data": "", "exclusive": true, "atomic": true}),
+            ),
+            Expect::Error(InvalidParams, json!(66)),
+        ),
+        case(
+            "fs/write exclusive without create",
+            req(
+                json!(67),
+                method::FS_WRITE,
+                json!({"path": "/nonexistent-exec-server-e2e/f", "data": "", "exclusive": true, "create": false}),
+            ),
+            Expect::Error(InvalidParams, json!(67)),
+        ),
         // Notifications: no answer.
         case(
             "unknown notification",

@@ -1,16 +1,19 @@
 //! `exec-server cp` end to end: the real binary against a real server (WebSocket, or a
 //! private stdio server with `--spawn`). Large random files both ways, byte for byte with
 //! their mode; directory destinations; a message limit far below the chunk size; errors
-//! with their errno name; arguments refused before any connection.
+//! with their errno name; arguments refused before any connection; modes (setuid,
+//! read-only) kept on a server that starts no process; concurrent uploads side by side.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use exec_server_protocol::{ErrorCode, method};
+use serde_json::json;
 use tokio::process::Command;
 
-use crate::client::{ServerProc, TempDir, bin, names_in};
+use crate::client::{Kind, ServerProc, TempDir, as_nobody, bin, is_root, names_in, nobody};
 
 /// A copy of 100 MiB in a debug build on a busy machine may take a while.
 const COPY_DEADLINE: Duration = Duration::from_secs(180);
@@ -424,4 +427,153 @@ async fn an_interrupted_upload_leaves_no_temporary_file() {
     );
     drop(writer);
     feeder.join().unwrap();
+}
+
+/// Copies `name` to `remote:dst` through `url`, asserting success.
+async fn upload(url: &str, dir: &Dir, name: &str, dst: &str) {
+    let ran = exec_server(&["cp", "--connect", url, &dir.s(name), &dir.remote(dst)]).await;
+    assert_copied(&ran);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_are_kept_exactly_on_a_server_that_starts_no_process() {
+    // How this proves that `cp` starts no process: the server refuses every
+    // `process/start` (`--max-processes 0` answers -32001 before anything is spawned), and
+    // its PATH holds no `chmod` either, so a copy that tried to start one could not set a
+    // mode that way and would fail. The test first checks that premise itself.
+    let dir = Dir::new("cp");
+    std::fs::create_dir(dir.join("empty-path")).unwrap();
+    let empty_path = dir.s("empty-path");
+    let mut server = ServerProc::ws_env(&["--max-processes", "0"], &[("PATH", &empty_path)])
+        .await
+        .unwrap();
+    let mut c = server.client().await.unwrap();
+    c.handshake().await;
+    let e = c
+        .call_err(
+            method::PROCESS_START,
+            json!({"processId": "p", "argv": ["/bin/true"], "cwd": "/", "env": {}}),
+            ErrorCode::LimitReached,
+        )
+        .await;
+    assert!(e["message"].as_str().unwrap().contains("limit"), "{e}");
+
+    // Read-only, setuid, setgid, sticky: each kept exactly, to a new file, over an existing
+    // file of another mode (replaced atomically), and into a directory.
+    std::fs::create_dir(dir.join("into")).unwrap();
+    for (i, mode) in [0o444, 0o400, 0o4755, 0o2750, 0o1644, 0o6711, 0o000]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("src-{i}");
+        random_file(&dir.join(&name), 300_000 + i as u64, mode);
+        let over = format!("over-{i}");
+        std::fs::write(dir.join(&over), b"old").unwrap();
+        std::fs::set_permissions(dir.join(&over), std::fs::Permissions::from_mode(0o666)).unwrap();
+        let new = format!("new-{i}");
+        for dst in [new.as_str(), over.as_str(), "into"] {
+            upload(server.url(), &dir, &name, dst).await;
+            let copy = if dst == "into" {
+                dir.join("into").join(&name)
+            } else {
+                dir.join(dst)
+            };
+            assert!(same_bytes(&dir.join(&name), &copy), "{mode:o} to {dst}");
+            assert_eq!(mode_of(&copy), mode, "{mode:o} to {dst}");
+        }
+    }
+    // Nothing but the copies: no temporary file is left.
+    for name in dir.names() {
+        assert!(!name.ends_with(".cp-tmp"), "{name} was left behind");
+    }
+    assert!(
+        names_in(&dir.join("into"))
+            .iter()
+            .all(|n| n.starts_with("src-")),
+        "{:?}",
+        names_in(&dir.join("into"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_into_a_locked_directory_the_mode_is_set_without_a_process() {
+    // A directory the server may not create files in (root's, 0o755, for a server running
+    // as `nobody`) holding a file the server owns: `cp` writes that file in place and sets
+    // its mode through `fs/chmod`, still without starting a process.
+    if !is_root() {
+        eprintln!("skipped: needs root to run the server as `nobody`");
+        return;
+    }
+    let Some(mut server) = as_nobody(Kind::Ws, &["--max-processes", "0"])
+        .await
+        .unwrap()
+    else {
+        eprintln!("skipped: there is no `nobody` account");
+        return;
+    };
+    let (uid, gid) = nobody().unwrap();
+    let dir = Dir::new("cp");
+    random_file(&dir.join("src"), 200_000, 0o4750);
+    let locked = dir.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let target = locked.join("target");
+    std::fs::write(&target, b"old").unwrap();
+    std::os::unix::fs::chown(&target, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = server.client().await.unwrap();
+    c.handshake().await;
+    c.call_err(
+        method::PROCESS_START,
+        json!({"processId": "p", "argv": ["/bin/true"], "cwd": "/", "env": {}}),
+        ErrorCode::LimitReached,
+    )
+    .await;
+
+    upload(server.url(), &dir, "src", "locked/target").await;
+    assert!(same_bytes(&dir.join("src"), &target));
+    assert_eq!(mode_of(&target), 0o4750);
+    assert_eq!(names_in(&locked), ["target"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_into_one_directory_never_clash() {
+    // Eight copies at once into one directory: four to one name (the same size and mode,
+    // different bytes), four to names of their own. Each creates its temporary file
+    // exclusively, so none writes into another's; every copy succeeds, the shared name
+    // holds exactly one of its sources, and no temporary file is left.
+    let server = ServerProc::ws(&[]).await.unwrap();
+    let dir = Dir::new("cp");
+    std::fs::create_dir(dir.join("out")).unwrap();
+    for i in 0..8 {
+        random_file(&dir.join(format!("src-{i}")), 3 * 1024 * 1024 + 17, 0o640);
+    }
+    let copies: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, src) = (server.url().to_owned(), dir.s(&format!("src-{i}")));
+            let dst = if i < 4 {
+                dir.remote("out/shared")
+            } else {
+                dir.remote(&format!("out/own-{i}"))
+            };
+            tokio::spawn(async move { exec_server(&["cp", "--connect", &url, &src, &dst]).await })
+        })
+        .collect();
+    for copy in copies {
+        assert_copied(&copy.await.unwrap());
+    }
+    let out = dir.join("out");
+    assert_eq!(
+        names_in(&out),
+        ["own-4", "own-5", "own-6", "own-7", "shared"]
+    );
+    for i in 4..8 {
+        let own = out.join(format!("own-{i}"));
+        assert!(same_bytes(&dir.join(format!("src-{i}")), &own), "own-{i}");
+        assert_eq!(mode_of(&own), 0o640);
+    }
+    assert!(
+        (0..4).any(|i| same_bytes(&dir.join(format!("src-{i}")), &out.join("shared"))),
+        "the shared destination holds none of its sources whole"
+    );
+    assert_eq!(mode_of(&out.join("shared")), 0o640);
 }

@@ -15,7 +15,7 @@ use crate::client::{
     Client, Kind, ServerProc, TempDir, b64, check, is_root, nobody, rss_kib, spawn_with, unb64,
 };
 
-fn s(path: &Path) -> String {
+pub fn s(path: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
@@ -33,7 +33,7 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A -32020 error: checks `data.errno` and that the message names `path`.
-async fn file_error(c: &mut Client, method: &str, params: Value, errno: &str, path: &Path) {
+pub async fn file_error(c: &mut Client, method: &str, params: Value, errno: &str, path: &Path) {
     let e = c.call_err(method, params, ErrorCode::FileError).await;
     assert_eq!(e["data"], json!({"errno": errno}), "{method}: {e}");
     let message = e["message"].as_str().unwrap();
@@ -159,6 +159,7 @@ pub async fn errors(kind: Kind) -> anyhow::Result<()> {
         (method::FS_MKDIR, json!({"path": "~/x", "parents": true})),
         (method::FS_REMOVE, json!({"path": "x", "recursive": true})),
         (method::FS_RENAME, json!({"from": s(&file), "to": "x"})),
+        (method::FS_CHMOD, json!({"path": "x", "mode": 0o644})),
     ];
     for (name, params) in relative {
         let e = c.call_err(name, params, ErrorCode::InvalidParams).await;
@@ -579,6 +580,8 @@ macro_rules! both_transports {
         }
     };
 }
+
+pub(crate) use both_transports;
 
 both_transports!(
     big_binary_file_in_chunks,

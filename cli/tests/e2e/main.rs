@@ -10,6 +10,7 @@ mod cp;
 mod deploy;
 mod faults;
 mod fs;
+mod fs_modes;
 mod ops;
 mod regressions;
 mod run;

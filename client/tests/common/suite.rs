@@ -869,6 +869,44 @@ pub async fn file_errors_name_their_errno(backend: Arc<dyn ExecBackend>) {
     dir.remove(files).await;
 }
 
+/// `chmod` sets every permission bit exactly (through a symlink too); an `exclusive`
+/// write creates a new file with its mode and refuses an existing path with EEXIST.
+pub async fn files_chmod_and_exclusive(backend: Arc<dyn ExecBackend>) {
+    let files = backend.files();
+    let dir = Scratch::new(files).await;
+    let path = dir.join("new");
+    let first = WriteOptions::default().exclusive(true).mode(0o640);
+    assert_eq!(files.write(&path, b"one".into(), first).await.unwrap(), 3);
+    assert_eq!(files.stat(&path, true).await.unwrap().mode, 0o640);
+    let again = WriteOptions::default().exclusive(true);
+    let err = files.write(&path, b"two".into(), again).await.unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("EEXIST"), "{err}");
+    let err = files
+        .write(&path, b"two".into(), WriteOptions::atomic().exclusive(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidParams), "{err}");
+    assert_eq!(
+        files.read(&path, 0, None).await.unwrap().data.as_bytes(),
+        b"one"
+    );
+
+    std::os::unix::fs::symlink("new", dir.join("link")).unwrap();
+    for mode in [0o4755, 0o2711, 0o1777, 0o444] {
+        files.chmod(&dir.join("link"), mode).await.unwrap();
+        assert_eq!(
+            files.stat(&path, true).await.unwrap().mode,
+            mode,
+            "{mode:o}"
+        );
+    }
+    let err = files.chmod(&dir.join("missing"), 0o644).await.unwrap_err();
+    assert_eq!(err.errno().as_deref(), Some("ENOENT"), "{err}");
+    let err = files.chmod(&path, 0o10000).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidParams), "{err}");
+    dir.remove(files).await;
+}
+
 /// Defines one test per suite function, each running against the backend `make()` returns.
 #[macro_export]
 macro_rules! backend_suite {
@@ -891,7 +929,8 @@ macro_rules! backend_suite {
             concurrent_processes_keep_their_own_streams,
             files_round_trip_in_chunks,
             files_tree_operations,
-            file_errors_name_their_errno
+            file_errors_name_their_errno,
+            files_chmod_and_exclusive
         );
     };
     ($make:path; $($name:ident),* $(,)?) => {
