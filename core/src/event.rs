@@ -42,6 +42,13 @@ impl Event {
 pub trait EventSink: Send + Sync + 'static {
     /// Push one event, waiting for room.
     async fn send(&self, event: Event) -> Result<(), SinkClosed>;
+
+    /// The session has just forgotten process `process_id` (its closed-retention time
+    /// passed, or it was released): a sink that holds a push of it back for a reason of
+    /// its own (a flow-control window the client no longer opens) may give that push up.
+    /// Called before the `processId` can be taken by a new process. Pushes waiting for
+    /// room in the connection are not concerned. Does nothing by default.
+    fn forgotten(&self, _process_id: &str) {}
 }
 
 /// The sink's connection is gone.

@@ -71,12 +71,20 @@ impl Shared {
                 return;
             };
             let mut reg = lock(&shared.registry);
-            if let Some(Slot::Live(p)) = reg.map.get(&proc.id)
-                && Arc::ptr_eq(p, &proc)
-            {
-                reg.map.remove(&proc.id);
-            }
+            shared.forget(&mut reg, &proc);
         });
+    }
+
+    /// Removes `proc` from the registry if it is still the process under its id, and
+    /// tells the sink, while the registry is locked: no new process can take the id
+    /// before the sink has let go of the old one's pushes.
+    fn forget(&self, reg: &mut Registry, proc: &Arc<Process>) {
+        if let Some(Slot::Live(p)) = reg.map.get(&proc.id)
+            && Arc::ptr_eq(p, proc)
+        {
+            reg.map.remove(&proc.id);
+            self.hub.forgotten(&proc.id);
+        }
     }
 }
 
@@ -380,6 +388,20 @@ impl Session {
     /// group empty, its leader reaped and its output closed (bounded by an internal
     /// deadline). Idempotent.
     pub async fn shutdown(&self) {
+        self.shut_down_processes().await;
+    }
+
+    /// `session/close`: [`Session::shutdown`], then wait until the last event of each
+    /// process has been handed to the sink (pushed, or given up with a sink that was
+    /// replaced meanwhile), so a response sent after it follows every event.
+    pub async fn close(&self) {
+        for p in self.shut_down_processes().await {
+            p.wait_emitted().await;
+        }
+    }
+
+    /// The body of [`Session::shutdown`]; returns every process it waited for.
+    async fn shut_down_processes(&self) -> Vec<Arc<Process>> {
         let (procs, mut starting) = {
             let mut reg = lock(&self.shared.registry);
             reg.shut_down = true;
@@ -417,6 +439,7 @@ impl Session {
         for p in &all {
             let _ = tokio::time::timeout_at(deadline, p.wait_exit_recorded()).await;
         }
+        all
     }
 
     /// Every live process, and whether any start is still under way.

@@ -38,6 +38,14 @@ impl SinkHub {
         self.replaced.send_replace(());
     }
 
+    /// Tells the current sink (if any) that the session forgot `process_id`.
+    pub(crate) fn forgotten(&self, process_id: &str) {
+        let sink = read_lock(&self.current).clone();
+        if let Some(sink) = sink {
+            sink.forgotten(process_id);
+        }
+    }
+
     fn snapshot(&self) -> (u64, Option<Arc<dyn EventSink>>) {
         let cur = read_lock(&self.current);
         (self.generation.load(Ordering::Acquire), cur.clone())

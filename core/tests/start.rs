@@ -306,3 +306,95 @@ async fn unknown_users_and_bad_user_params_are_refused() {
     assert!(s.list().processes.is_empty());
     s.shutdown().await;
 }
+
+/// A sink that records which processes the session told it were forgotten, and whether
+/// each one's id was already free then (it must not be, so no new process can take the id
+/// before the sink let go of the old one).
+struct ForgetSink {
+    events: ChannelSink,
+    forgotten: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl exec_server_core::EventSink for ForgetSink {
+    async fn send(
+        &self,
+        event: exec_server_core::Event,
+    ) -> Result<(), exec_server_core::SinkClosed> {
+        self.events.send(event).await
+    }
+
+    fn forgotten(&self, process_id: &str) {
+        exec_server_core::lock(&self.forgotten).push(process_id.to_owned());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_is_told_when_a_process_is_forgotten() {
+    let s = Session::new(SessionConfig {
+        retain_closed: Duration::from_millis(50),
+        ..SessionConfig::default()
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let sink = std::sync::Arc::new(ForgetSink {
+        events: ChannelSink(tx),
+        forgotten: std::sync::Mutex::new(Vec::new()),
+    });
+    s.attach(sink.clone());
+    start(&s, sh("gone", "echo one")).await;
+    start(&s, params("kept", &["sleep", "600"])).await;
+    events_until_closed(&mut rx, "gone").await;
+    eventually("the closed process to be forgotten", || {
+        s.list().processes.len() == 1
+    })
+    .await;
+    assert_eq!(*exec_server_core::lock(&sink.forgotten), ["gone"]);
+    s.shutdown().await;
+}
+
+/// A sink slow to take `closed` events (a consumer that takes its time).
+struct SlowCloseSink(ChannelSink);
+
+#[async_trait::async_trait]
+impl exec_server_core::EventSink for SlowCloseSink {
+    async fn send(
+        &self,
+        event: exec_server_core::Event,
+    ) -> Result<(), exec_server_core::SinkClosed> {
+        if matches!(event, exec_server_core::Event::Closed(_)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.0.send(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_after_every_last_event_reached_the_sink() {
+    let s = session();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    s.attach(std::sync::Arc::new(SlowCloseSink(ChannelSink(tx))));
+    for id in ["a", "b", "c"] {
+        start(&s, params(id, &["sleep", "600"])).await;
+    }
+    start(
+        &s,
+        sh(
+            "stubborn",
+            "trap '' TERM; echo ready; while :; do sleep 1; done",
+        ),
+    )
+    .await;
+    let (chunks, _) = read_until(&s, "stubborn", 0, |_, c| !c.is_empty()).await;
+    assert_eq!(concat(&chunks, Stream::Stdout), "ready\n");
+    s.close().await;
+    // Every closed event is in the sink already: no waiting here.
+    let mut closed = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let exec_server_core::Event::Closed(n) = event {
+            closed.push(n.process_id);
+        }
+    }
+    closed.sort();
+    assert_eq!(closed, ["a", "b", "c", "stubborn"]);
+    assert!(s.list().processes.iter().all(|p| p.closed));
+}

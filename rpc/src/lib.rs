@@ -24,6 +24,7 @@ mod queue;
 mod random;
 mod registry;
 mod sink;
+mod window;
 
 pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_OUTBOUND_QUEUE, DEFAULT_OUTBOUND_QUEUE_BYTES, RpcConfig,

@@ -8,7 +8,7 @@ use exec_server_protocol::{
     FS_READ_MAX_BYTES, FsChmod, FsList, FsMkdir, FsRead, FsReadParams, FsRemove, FsRename, FsStat,
     FsWrite, Initialize, MAX_PROCESS_ID_BYTES, Method, ProcessCloseStdin, ProcessList, ProcessRead,
     ProcessReadParams, ProcessReadResult, ProcessResize, ProcessSignal, ProcessStart,
-    ProcessTerminate, ProcessWrite,
+    ProcessTerminate, ProcessWrite, SessionClose,
 };
 use jsonrpsee_core::server::{Extensions, Methods, ResponsePayload, RpcModule};
 use jsonrpsee_types::ErrorObjectOwned;
@@ -27,6 +27,15 @@ pub(crate) struct SessionExt(pub(crate) Arc<Session>);
 /// Put into the extensions of an `initialize` call: the connection being initialized.
 #[derive(Clone)]
 pub(crate) struct InitExt(pub(crate) Arc<ConnectionShared>);
+
+/// Put into the extensions of a `session/close` call by the read loop.
+#[derive(Clone)]
+pub(crate) struct CloseExt {
+    /// The connection whose session closes.
+    pub(crate) conn: Arc<ConnectionShared>,
+    /// The first `session/close` of the connection (a later one waits for it).
+    pub(crate) first: bool,
+}
 
 /// Put into the extensions of an asynchronous call by the read loop: its parsed params
 /// (or, for `process/start`, its reservation), taken once by the handler.
@@ -228,6 +237,38 @@ pub(crate) fn build_methods(config: &RpcConfig) -> Result<Methods, Error> {
                 *lock(&read.room) = Some(room);
             }
             Ok::<ProcessReadResult, Error>(result)
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    // session/close: parsed and begun on the read loop (see `Connection::prepare`). The
+    // transport learns that the session is closed once the response is queued.
+    module
+        .register_async_method(SessionClose::NAME, |_, _, ext| async move {
+            let Some(close) = ext.get::<CloseExt>().cloned() else {
+                return ResponsePayload::error(ErrorObjectOwned::from(Error::Internal(
+                    "session/close dispatched without its connection".into(),
+                )));
+            };
+            let result = close.conn.close_session(close.first).await;
+            let conn = close.conn;
+            match result {
+                Ok(result) if close.first => {
+                    let (payload, written) =
+                        ResponsePayload::success(result).notify_on_completion();
+                    tokio::spawn(async move {
+                        // Resolves when the response was queued, or when the connection is gone.
+                        let _ = written.await;
+                        conn.close_answered();
+                    });
+                    payload
+                }
+                Ok(result) => ResponsePayload::success(result),
+                Err(e) => {
+                    if close.first {
+                        conn.close_answered();
+                    }
+                    ResponsePayload::error(ErrorObjectOwned::from(e))
+                }
+            }
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
     sync_method::<ProcessWrite, _>(&mut module, |session, p| {

@@ -21,7 +21,8 @@ struct Entry {
     owner: Option<Owner>,
     /// Bumped on every attach and detach, so a TTL timer knows whether its detach is still current.
     generation: u64,
-    /// The TTL ran out and the session is being shut down: it can no longer be resumed.
+    /// The TTL ran out, or `session/close` was called, and the session is being shut
+    /// down: it can no longer be resumed.
     expired: bool,
 }
 
@@ -167,6 +168,24 @@ impl Registry {
                 registry.lock().sessions.remove(&id);
             }
         });
+    }
+
+    /// `session/close` from `conn_id`: session `id` can no longer be resumed (-32010).
+    /// `false` when that connection does not hold it (it was taken over).
+    pub(crate) fn begin_close(&self, id: &str, conn_id: u64) -> bool {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(id) {
+            Some(entry) if entry.owner.as_ref().map(|o| o.conn_id) == Some(conn_id) => {
+                entry.expired = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets session `id` (closed, every process reaped).
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().sessions.remove(id);
     }
 
     /// Refuses new sessions, then shuts every session down (terminating and reaping every process).

@@ -1,5 +1,7 @@
 //! The event sink core pushes into: each event becomes one flat JSON-RPC notification (or, when granted, a binary output frame) on the connection's outbound queue.
 
+use std::sync::Arc;
+
 use exec_server_core::{Event, EventSink, SinkClosed};
 use exec_server_protocol::{
     Base64Bytes, Notification, ProcessClosed, ProcessExited, ProcessOutput,
@@ -9,6 +11,7 @@ use serde::Serialize;
 
 use crate::connection::Message;
 use crate::queue::OutTx;
+use crate::window::Windows;
 
 /// A flat notification: `{"jsonrpc":"2.0","method":…,"params":…}` (no subscription wrapping).
 #[derive(Serialize)]
@@ -91,25 +94,44 @@ pub(crate) fn event_message(event: &Event, binary_output: bool) -> Message {
 /// Pushes a session's events into one connection's bounded outbound queue.
 ///
 /// `send` waits for room in the queue, so a client that stops reading stops the
-/// reading of its processes' output instead of growing a buffer. Output goes out as
+/// reading of its processes' output instead of growing a buffer. On a connection
+/// granted flow control per process (SPEC section 13) it first waits for room in the
+/// process's window, which stops the reading of that process alone. Output goes out as
 /// binary frames when the connection was granted `binaryOutput`; every other event
 /// stays JSON, in the same queue, so seq order holds across both kinds.
 pub(crate) struct QueueSink {
     tx: OutTx,
     binary_output: bool,
+    windows: Option<Arc<Windows>>,
 }
 
 impl QueueSink {
-    pub(crate) fn new(tx: OutTx, binary_output: bool) -> Self {
-        QueueSink { tx, binary_output }
+    pub(crate) fn new(tx: OutTx, binary_output: bool, windows: Option<Arc<Windows>>) -> Self {
+        QueueSink {
+            tx,
+            binary_output,
+            windows,
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl EventSink for QueueSink {
     async fn send(&self, event: Event) -> Result<(), SinkClosed> {
+        if let Some(windows) = &self.windows
+            && !windows.admit(&event).await
+        {
+            // Its process was forgotten while the window held it back.
+            return Ok(());
+        }
         let message = event_message(&event, self.binary_output);
         self.tx.send(message).await.map_err(|_| SinkClosed)
+    }
+
+    fn forgotten(&self, process_id: &str) {
+        if let Some(windows) = &self.windows {
+            windows.forgotten(process_id);
+        }
     }
 }
 

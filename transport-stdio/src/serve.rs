@@ -1,10 +1,10 @@
 //! The stdio serving loop: one connection, a reader that dispatches line by line, a writer thread that drains the outbound queue.
 //!
 //! Ending is ordered so that no request that was read goes unanswered: stop reading
-//! (end of input or a termination signal), let the connection answer everything in
-//! flight (pending long polls return at once with what they have), shut the server down
-//! (every process terminated and reaped), then let the writer drain every response and
-//! last event before returning.
+//! (end of input, `session/close` answered, or a termination signal), let the
+//! connection answer everything in flight (pending long polls return at once with what
+//! they have), shut the server down (every process terminated and reaped), then let the
+//! writer drain every response and last event before returning.
 
 use std::future::Future;
 use std::io::Write;
@@ -151,13 +151,18 @@ where
     let mut lines = LineReader::new(input, server.config().max_message_bytes);
     let stopping = CancellationToken::new();
 
-    // Reading stops at end of input or at the signal, never in the middle of handling a
-    // message: a message that was read is dispatched, so it will be answered.
+    // Reading stops at end of input, once the session was closed, or at the signal, never
+    // in the middle of handling a message: a message that was read is dispatched, so it
+    // will be answered.
     let read = async {
         loop {
             let line = tokio::select! {
                 biased;
                 () = stopping.cancelled() => return Ok(()),
+                () = connection.session_closed() => {
+                    tracing::info!("session closed: ending as at end of input");
+                    return Ok(());
+                }
                 line = lines.next_line() => line,
             };
             match line {

@@ -113,6 +113,8 @@ pub(crate) async fn run(
     m.connections.inc();
     tracing::info!(conn = conn_id, "WebSocket connection opened");
     let done = CancellationToken::new();
+    // Cancelled to have the writer write out everything queued, then close.
+    let flush_and_close = CancellationToken::new();
     let (pong_tx, pong_rx) = mpsc::channel(PENDING_PONGS);
     let writer = tokio::spawn(write_loop(
         sender,
@@ -123,6 +125,7 @@ pub(crate) async fn run(
             stall_timeout: shared.config.idle_timeout,
         },
         done.clone(),
+        flush_and_close.clone(),
     ));
 
     let last_seen = LastSeen {
@@ -143,6 +146,7 @@ pub(crate) async fn run(
     let reason = loop {
         let item = tokio::select! {
             item = frames.next() => item,
+            () = connection.session_closed() => break SESSION_CLOSED,
             () = connection.close_requested() => break "taken over by another connection",
             () = shared.stop.cancelled() => break "server stopping",
             () = done.cancelled() => break "the peer stopped taking messages",
@@ -192,12 +196,25 @@ pub(crate) async fn run(
         last_seen.touch();
     };
     tracing::info!(conn = conn_id, reason, "WebSocket connection closing");
-    done.cancel();
+    if reason == SESSION_CLOSED {
+        // As at the end of input: answer what is in flight, write out everything queued
+        // (the close response last of the session's messages), then close.
+        tokio::select! {
+            () = connection.finish() => {}
+            () = done.cancelled() => {}
+        }
+        flush_and_close.cancel();
+    } else {
+        done.cancel();
+    }
     let _ = writer.await;
     // Dropping the connection detaches its session (it expires after the TTL).
     drop(connection);
     m.connections.dec();
 }
+
+/// Why a connection ends when its client closed the session (`session/close`).
+const SESSION_CLOSED: &str = "the client closed its session";
 
 /// The writer's clocks.
 struct Timing {
@@ -209,14 +226,15 @@ struct Timing {
 }
 
 /// Writes queued messages as text or binary frames, in queue order (flushing when the
-/// queue runs empty), answers
-/// pings and pings every `ping_interval`, until `done`; then sends a close frame.
+/// queue runs empty), answers pings and pings every `ping_interval`, until `done`, or
+/// until `flush_and_close` once the queue is empty; then sends a close frame.
 async fn write_loop(
     mut sender: Sender,
     mut outbound: Outbound,
     mut pongs: mpsc::Receiver<Vec<u8>>,
     timing: Timing,
     done: CancellationToken,
+    flush_and_close: CancellationToken,
 ) {
     let ping_interval = timing.ping_interval;
     let mut ping =
@@ -254,6 +272,8 @@ async fn write_loop(
                     }
                     bounded!(sender.flush());
                 }
+                // Polled after the queue: only when it is empty.
+                () = flush_and_close.cancelled() => return Ok(()),
                 Some(payload) = pongs.recv() => {
                     if let Ok(payload) = soketto::data::ByteSlice125::try_from(payload.as_slice()) {
                         bounded!(async {

@@ -6,11 +6,11 @@ use serde_json::{Value, json};
 use crate::client::{Client, Kind, ServerProc, b64};
 
 /// The message size limit of the servers under test.
-const MAX: usize = 65_536;
+pub(crate) const MAX: usize = 65_536;
 
 /// What the server must do with a message.
 #[derive(Debug, Clone)]
-enum Expect {
+pub(crate) enum Expect {
     /// An error response with this code and this id.
     Error(ErrorCode, Value),
     /// A successful response with this id.
@@ -33,14 +33,14 @@ fn case(name: &str, message: impl Into<Vec<u8>>, expect: Expect) -> Case {
     }
 }
 
-fn req(id: Value, method: &str, params: Value) -> Vec<u8> {
+pub(crate) fn req(id: Value, method: &str, params: Value) -> Vec<u8> {
     json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
         .to_string()
         .into_bytes()
 }
 
 /// A `process/list` request with id `id`, padded with spaces to exactly `len` bytes.
-fn padded_list(id: u64, len: usize) -> Vec<u8> {
+pub(crate) fn padded_list(id: u64, len: usize) -> Vec<u8> {
     let head = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{}\",",
         method::PROCESS_LIST
@@ -533,6 +533,85 @@ fn corpus() -> Vec<Case> {
             ),
             Expect::Nothing,
         ),
+        // Acks (SPEC section 13): never answered, whatever they hold.
+        case(
+            "an ack with params a string",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":"x"}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack without params",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}"}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack without seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty"}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a negative seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":-1}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a seq beyond u64",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":18446744073709551616}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with seq a string",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"tty","seq":"1"}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack with a 10 KiB processId",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"{long_id}","seq":1}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack of an unknown process, the largest seq",
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"{}","params":{{"processId":"nobody","seq":18446744073709551615}}}}"#,
+                notification::PROCESS_ACK
+            ),
+            Expect::Nothing,
+        ),
+        case(
+            "an ack sent as a request",
+            req(
+                json!(43),
+                notification::PROCESS_ACK,
+                json!({"processId": "tty", "seq": 1}),
+            ),
+            Expect::Error(MethodNotFound, json!(43)),
+        ),
+        case(
+            "session/close with params a string",
+            req(json!(44), method::SESSION_CLOSE, json!("x")),
+            Expect::Error(InvalidParams, json!(44)),
+        ),
         case(
             "notification of a real method",
             format!(
@@ -546,7 +625,7 @@ fn corpus() -> Vec<Case> {
 
 /// Checks the answer to a message, then that a normal request works and nothing else
 /// was answered.
-async fn check(c: &mut Client, name: &str, expect: &Expect) {
+pub(crate) async fn check(c: &mut Client, name: &str, expect: &Expect) {
     match expect {
         Expect::Error(code, id) => {
             let r = c.response(id).await;
@@ -578,14 +657,15 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
     let max = MAX.to_string();
     let mut server = ServerProc::start(kind, &["--max-message-bytes", &max]).await?;
     let mut c = server.client().await?;
-    c.handshake().await;
+    // With output windows, so acks are parsed and applied.
+    crate::window_client::init(&mut c, Some(crate::window_client::W), false, None).await;
     c.start("tty", &["cat"], json!({"tty": true})).await;
     for case in corpus() {
         eprintln!("case: {}", case.name);
         c.send_bytes(&case.message).await?;
         check(&mut c, &case.name, &case.expect).await;
     }
-    // The tty process is untouched by all of it.
+    // The tty process is untouched by all of it, and its output still flows.
     let r = c
         .call(
             method::PROCESS_WRITE,
@@ -593,6 +673,12 @@ async fn run_corpus(kind: Kind) -> anyhow::Result<()> {
         )
         .await;
     assert_eq!(r, json!({"status": "accepted"}));
+    let mut echoed = Vec::new();
+    while !String::from_utf8_lossy(&echoed).contains("still here") {
+        let n = c.notification().await;
+        assert_eq!(n["params"]["processId"], "tty", "{n}");
+        echoed.extend(crate::client::unb64(&n["params"]["chunk"]));
+    }
     Ok(())
 }
 
@@ -604,135 +690,4 @@ async fn bad_input_over_stdio() -> anyhow::Result<()> {
 #[tokio::test]
 async fn bad_input_over_ws() -> anyhow::Result<()> {
     run_corpus(Kind::Ws).await
-}
-
-/// Sends one message in frames of these parts (with their FIN bits).
-async fn fragments(c: &mut Client, parts: Vec<(Vec<u8>, bool)>, binary: bool) {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    let crate::client::Transport::Ws(ws) = &mut c.transport else {
-        unreachable!()
-    };
-    for (i, (part, fin)) in parts.into_iter().enumerate() {
-        let opcode = match (i, binary) {
-            (0, false) => OpCode::Data(Data::Text),
-            (0, true) => OpCode::Data(Data::Binary),
-            _ => OpCode::Data(Data::Continue),
-        };
-        ws.send(Message::Frame(Frame::message(part, opcode, fin)))
-            .await
-            .expect("send a frame");
-    }
-}
-
-async fn binary(c: &mut Client, bytes: Vec<u8>) {
-    use futures::SinkExt;
-    let crate::client::Transport::Ws(ws) = &mut c.transport else {
-        unreachable!()
-    };
-    ws.send(tokio_tungstenite::tungstenite::Message::binary(bytes))
-        .await
-        .expect("send");
-}
-
-/// WebSocket framing: binary frames, fragments, over-limit fragments, control frames.
-#[tokio::test]
-async fn bad_frames_over_ws() -> anyhow::Result<()> {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-
-    let max = MAX.to_string();
-    let server = ServerProc::ws(&["--max-message-bytes", &max]).await?;
-    let mut c = Client::ws(server.url()).await?;
-    c.handshake().await;
-    binary(&mut c, vec![0x00, 0xff, 0x13, 0x37]).await;
-    check(
-        &mut c,
-        "binary frame, not JSON",
-        &Expect::Error(ErrorCode::ParseError, Value::Null),
-    )
-    .await;
-    binary(&mut c, b"\x89PNG\r\n\x1a\n".to_vec()).await;
-    check(
-        &mut c,
-        "binary frame, a PNG header",
-        &Expect::Error(ErrorCode::ParseError, Value::Null),
-    )
-    .await;
-    binary(&mut c, req(json!(50), method::PROCESS_LIST, json!({}))).await;
-    check(
-        &mut c,
-        "binary frame holding a request",
-        &Expect::Result(json!(50)),
-    )
-    .await;
-    binary(&mut c, Vec::new()).await;
-    check(
-        &mut c,
-        "empty binary frame",
-        &Expect::Error(ErrorCode::ParseError, Value::Null),
-    )
-    .await;
-
-    let at_limit = padded_list(51, MAX);
-    let (a, b) = at_limit.split_at(MAX / 2);
-    fragments(&mut c, vec![(a.to_vec(), false), (b.to_vec(), true)], false).await;
-    check(
-        &mut c,
-        "fragmented, exactly at the limit",
-        &Expect::Result(json!(51)),
-    )
-    .await;
-    let over = padded_list(52, MAX + 1);
-    let (a, b) = over.split_at(10);
-    fragments(&mut c, vec![(a.to_vec(), false), (b.to_vec(), true)], false).await;
-    check(
-        &mut c,
-        "fragmented, one byte over",
-        &Expect::Error(ErrorCode::LimitReached, Value::Null),
-    )
-    .await;
-    let parts: Vec<(Vec<u8>, bool)> = (0..40).map(|i| (vec![b' '; 4096], i == 39)).collect();
-    fragments(&mut c, parts, true).await;
-    check(
-        &mut c,
-        "40 binary fragments over the limit",
-        &Expect::Error(ErrorCode::LimitReached, Value::Null),
-    )
-    .await;
-    let one = req(json!(53), method::PROCESS_LIST, json!({}));
-    let parts: Vec<(Vec<u8>, bool)> = one
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (vec![*b], i + 1 == one.len()))
-        .collect();
-    fragments(&mut c, parts, false).await;
-    check(
-        &mut c,
-        "a request in one-byte fragments",
-        &Expect::Result(json!(53)),
-    )
-    .await;
-    let single = padded_list(54, MAX + 1);
-    fragments(&mut c, vec![(single, true)], false).await;
-    check(
-        &mut c,
-        "single frame, one byte over",
-        &Expect::Error(ErrorCode::LimitReached, Value::Null),
-    )
-    .await;
-
-    // Control frames between data frames: a ping is answered, a pong ignored.
-    {
-        let crate::client::Transport::Ws(ws) = &mut c.transport else {
-            unreachable!()
-        };
-        ws.send(Message::Ping(b"hi".to_vec().into())).await?;
-        ws.send(Message::Pong(b"unsolicited".to_vec().into()))
-            .await?;
-    }
-    check(&mut c, "ping and pong", &Expect::Nothing).await;
-    Ok(())
 }

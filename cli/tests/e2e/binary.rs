@@ -42,7 +42,10 @@ async fn granted_on_ws_frames_keep_seq_order_with_text_and_read_stays_base64() -
     let server = ServerProc::ws(&[]).await?;
     let mut c = Client::ws(server.url()).await?;
     let result = init(&mut c, Some(json!({"binaryOutput": true})), None).await;
-    assert_eq!(result["capabilities"], json!({"binaryOutput": true}));
+    assert_eq!(
+        result["capabilities"],
+        json!({"binaryOutput": true, "outputWindowBytes": null})
+    );
 
     // Bytes that are not UTF-8, both streams, several chunks, then exit 3.
     let script = "printf 'a\\000b\\377'; printf err >&2; seq 1 40000; exit 3";
@@ -130,7 +133,7 @@ async fn not_granted_on_ws_unless_asked() -> anyhow::Result<()> {
         let result = init(&mut c, capabilities.clone(), None).await;
         assert_eq!(
             result["capabilities"],
-            json!({"binaryOutput": false}),
+            json!({"binaryOutput": false, "outputWindowBytes": null}),
             "{capabilities:?}"
         );
         let output = one_output(&mut c, "t", "hi").await;
@@ -146,7 +149,10 @@ async fn not_granted_over_stdio() -> anyhow::Result<()> {
     let mut server = ServerProc::stdio(&[]).await?;
     let mut c = server.client().await?;
     let result = init(&mut c, Some(json!({"binaryOutput": true})), None).await;
-    assert_eq!(result["capabilities"], json!({"binaryOutput": false}));
+    assert_eq!(
+        result["capabilities"],
+        json!({"binaryOutput": false, "outputWindowBytes": null})
+    );
     let output = one_output(&mut c, "t", "hi").await;
     assert_eq!(
         output,

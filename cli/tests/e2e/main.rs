@@ -4,11 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod abuse;
+mod abuse_frames;
 mod binary;
 mod client;
+mod close;
 mod cp;
 mod deploy;
 mod faults;
+mod flow;
 mod fs;
 mod fs_modes;
 mod ops;
@@ -21,4 +24,5 @@ mod shutdown_faults;
 mod stdio;
 mod tls;
 mod tty;
+mod window_client;
 mod ws;

@@ -469,3 +469,31 @@ async fn no_token_in_url_keeps_the_token_out_of_stdout() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--no-token-in-url needs"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_full_flow_control_window_shows_as_a_window_stall() -> anyhow::Result<()> {
+    let (server, _logs) = launch(serve(&["--listen", "ws://127.0.0.1:0"], &[])).await?;
+    let stalls = |t: &str| sample(t, "exec_server_window_stalls_total");
+    assert_eq!(stalls(&scrape(&server).await), Some(0.0));
+    let mut c = Client::ws(server.url()).await?;
+    c.call(
+        method::INITIALIZE,
+        json!({"clientName": "e2e", "capabilities": {"outputWindowBytes": 65536}}),
+    )
+    .await;
+    c.notify(exec_server_protocol::notification::INITIALIZED, json!({}))
+        .await;
+    // 1 MiB of output and no ack: the process's window fills at 64 KiB and its output
+    // stops being read.
+    c.start(
+        "windowed",
+        &["head", "-c", "1048576", "/dev/zero"],
+        json!({}),
+    )
+    .await;
+    scrape_until(&server, "a window stall", |t| {
+        stalls(t).is_some_and(|v| v > 0.0)
+    })
+    .await;
+    Ok(())
+}

@@ -74,7 +74,7 @@ pub async fn handshake(kind: Kind) -> anyhow::Result<()> {
             "protocolVersion": 1,
             "serverName": "exec-server",
             "serverVersion": env!("CARGO_PKG_VERSION"),
-            "capabilities": {"binaryOutput": false},
+            "capabilities": {"binaryOutput": false, "outputWindowBytes": null},
         })
     );
 

@@ -269,6 +269,12 @@ impl Process {
             .await;
     }
 
+    /// Wait until no event of this process is being emitted: once it is closed, its
+    /// `closed` event has then been handed to the sink.
+    pub(crate) async fn wait_emitted(&self) {
+        drop(self.emitter.lock().await);
+    }
+
     /// Give up on every stream still open: they count as at end-of-file from now on.
     pub(super) async fn abandon_streams(self: &Arc<Self>) {
         let mut em = self.emitter.lock().await;

@@ -43,7 +43,10 @@ pub(super) enum Inbound<'a> {
     /// Answer this error and do nothing else.
     Invalid(Id<'a>, Error),
     /// A notification.
-    Notification(Cow<'a, str>),
+    Notification {
+        method: Cow<'a, str>,
+        params: Option<&'a RawValue>,
+    },
     /// A request.
     Request {
         id: Id<'a>,
@@ -116,7 +119,10 @@ pub(super) fn classify(message: &[u8]) -> Inbound<'_> {
         );
     };
     match id {
-        None => Inbound::Notification(method),
+        None => Inbound::Notification {
+            method,
+            params: envelope.params,
+        },
         Some(id) => Inbound::Request {
             id,
             method,
@@ -197,7 +203,9 @@ mod tests {
         }
         let text = serde_json::json!({"jsonrpc": "2.0", "method": notification::INITIALIZED});
         match classify(text.to_string().as_bytes()) {
-            Inbound::Notification(method) => assert_eq!(method, notification::INITIALIZED),
+            Inbound::Notification { method, .. } => {
+                assert_eq!(method, notification::INITIALIZED)
+            }
             _ => panic!("not a notification"),
         }
     }

@@ -14,7 +14,7 @@ use exec_server_core::lock;
 use exec_server_protocol::{
     FsRead, Initialize, Method, ProcessList, ProcessRead, ProcessReadParams, ProcessResize,
     ProcessResizeParams, ProcessSignal, ProcessSignalParams, ProcessStart, ProcessStartParams,
-    ProcessTerminate, ProcessTerminateParams,
+    ProcessTerminate, ProcessTerminateParams, SessionClose, SessionCloseParams,
 };
 use jsonrpsee_core::server::{ConnectionId, Extensions, MethodCallback, MethodResponse};
 use jsonrpsee_types::error::OVERSIZED_RESPONSE_CODE;
@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Error;
-use crate::methods::{Prepared, ReadExt, SessionExt, check_process_id, parse};
+use crate::methods::{CloseExt, Prepared, ReadExt, SessionExt, check_process_id, parse};
 use crate::queue::OutTx;
 use envelope::{Inbound, classify, clip, error_json};
 pub use outbound::{Message, Outbound};
@@ -94,6 +94,13 @@ impl Connection {
         self.shared.close.cancelled().await;
     }
 
+    /// Resolves once the client closed its session (`session/close`, SPEC 5.10) and the
+    /// response is queued. The transport then ends the connection as at the end of input:
+    /// [`Connection::finish`], write out everything queued, close.
+    pub async fn session_closed(&self) {
+        self.shared.session_closed.cancelled().await;
+    }
+
     /// Handles one inbound message. Call it for each message in the order they were
     /// received, and await it before reading the next: synchronous methods
     /// (`process/write`, `process/closeStdin`, …) reach core in that order, a
@@ -117,8 +124,8 @@ impl Connection {
                 record("invalid", Some(error.code().code()), read_at);
                 return;
             }
-            Inbound::Notification(method) => {
-                shared.on_notification(&method);
+            Inbound::Notification { method, params } => {
+                shared.on_notification(&method, params);
                 return;
             }
             Inbound::Request { id, method, params } => (id, method, params),
@@ -223,6 +230,17 @@ impl Connection {
             });
             return Ok((Some(room), false));
         }
+        if name == SessionClose::NAME {
+            // Checked here, on the read loop: from this message on, the connection answers
+            // nothing but `session/close`.
+            let _: SessionCloseParams = parse(raw)?;
+            let first = self.shared.begin_close()?;
+            ext.insert(CloseExt {
+                conn: self.shared.clone(),
+                first,
+            });
+            return Ok((None, true));
+        }
         if name != ProcessStart::NAME && name != ProcessRead::NAME {
             return Ok((None, false));
         }
@@ -280,7 +298,11 @@ impl Connection {
     /// Answers every request read so far, then returns: pending long polls return at
     /// once with what they have, starts finish. Call it when the input has ended, before
     /// shutting the server down; handle nothing after it.
+    ///
+    /// Output windows (SPEC section 13) no longer hold anything back from here on: no
+    /// acknowledgement can come any more, and the last events must still go out.
     pub async fn finish(&self) {
+        self.shared.lift_windows();
         self.shared.drain.cancel();
         let _ = self
             .shared

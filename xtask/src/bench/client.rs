@@ -53,6 +53,18 @@ pub enum Incoming {
     },
 }
 
+impl Incoming {
+    /// The process an event belongs to (`None` for a response).
+    pub fn process_id(&self) -> Option<&str> {
+        match self {
+            Incoming::Output { process_id, .. } => Some(process_id),
+            Incoming::Exited(e) => Some(&e.process_id),
+            Incoming::Closed(c) => Some(&c.process_id),
+            Incoming::Response { .. } => None,
+        }
+    }
+}
+
 /// A JSON-RPC message as the bench reads it, in one pass over the text. Event params
 /// are borrowed, so an output chunk's base64 text is decoded straight from the
 /// received message (the protocol's own `ProcessOutputNotification` would decode it
@@ -109,6 +121,8 @@ pub struct Client {
     line: Vec<u8>,
     /// Whether the server granted binary output.
     pub binary: bool,
+    /// The output window per process the server granted (SPEC section 13), if any.
+    pub window: Option<u64>,
 }
 
 /// Awaits `fut` within [`DEADLINE`].
@@ -121,6 +135,11 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> Result<T> {
 impl Client {
     /// Connects to `url` and runs the handshake, asking for binary output when `binary`.
     pub async fn ws(url: &str, binary: bool) -> Result<Client> {
+        Client::ws_with(url, binary, None).await
+    }
+
+    /// [`Client::ws`], asking for an output window per process of `window` bytes.
+    pub async fn ws_with(url: &str, binary: bool, window: Option<u64>) -> Result<Client> {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(64 << 20);
         config.max_frame_size = Some(64 << 20);
@@ -130,37 +149,42 @@ impl Client {
         )
         .await?
         .context("WebSocket connect")?;
-        Client::new(Conn::Ws(Box::new(ws)), binary).await
+        Client::new(Conn::Ws(Box::new(ws)), binary, window).await
     }
 
     /// Runs the handshake over a stdio server's pipes.
     pub async fn stdio(stdin: ChildStdin, stdout: ChildStdout) -> Result<Client> {
         let stdout = BufReader::with_capacity(1 << 20, stdout);
-        Client::new(Conn::Stdio { stdin, stdout }, false).await
+        Client::new(Conn::Stdio { stdin, stdout }, false, None).await
     }
 
-    async fn new(conn: Conn, binary: bool) -> Result<Client> {
+    async fn new(conn: Conn, binary: bool, window: Option<u64>) -> Result<Client> {
         let mut client = Client {
             conn,
             next_id: 0,
             decoder: Decoder::new(),
             line: Vec::new(),
             binary: false,
+            window: None,
         };
         let params = InitializeParams {
             client_name: "xtask-bench".into(),
             client_version: None,
             resume_session_id: None,
-            capabilities: binary.then_some(ClientCapabilities {
-                output_window_bytes: None,
-                binary_output: true,
+            capabilities: (binary || window.is_some()).then_some(ClientCapabilities {
+                output_window_bytes: window,
+                binary_output: binary,
             }),
         };
         let result = client.call(method::INITIALIZE, &params).await?;
         let result: InitializeResult = serde_json::from_value(result)?;
         client.binary = result.capabilities.binary_output;
+        client.window = result.capabilities.output_window_bytes;
         if binary && !client.binary {
             bail!("the server did not grant binary output");
+        }
+        if client.window != window {
+            bail!("the server granted the window {:?}", client.window);
         }
         let initialized =
             serde_json::json!({"jsonrpc": "2.0", "method": notification::INITIALIZED});
@@ -232,6 +256,13 @@ impl Client {
             user: None,
         };
         self.send_request(method::PROCESS_START, &params).await
+    }
+
+    /// Acknowledges the output of `process_id` up to `seq` (`process/ack`).
+    pub async fn ack(&mut self, process_id: &str, seq: u64) -> Result<()> {
+        let ack = serde_json::json!({"jsonrpc": "2.0", "method": notification::PROCESS_ACK,
+            "params": {"processId": process_id, "seq": seq}});
+        self.send_text(ack.to_string()).await
     }
 
     /// Sends `process/write` of `bytes` and returns the request id.

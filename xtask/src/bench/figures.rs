@@ -64,11 +64,23 @@ pub fn all(bin: &Path, sizes: Sizes, only: Option<&str>) -> Result<Vec<Row>> {
 
 /// The streamed figures: label, transport, throughput target (ratio to the raw pipe),
 /// server CPU target (seconds per GiB).
-const STREAMS: [(&str, Transport, f64, Option<f64>); 3] = [
+const STREAMS: [(&str, Transport, f64, Option<f64>); 4] = [
     ("ws, JSON/base64", Transport::WsJson, 0.5, Some(1.0)),
     ("ws, binary output", Transport::WsBinary, 0.75, Some(0.5)),
+    (
+        "ws, binary output, 4 MiB window acked, beside a stalled process",
+        Transport::WsBinaryWindow,
+        0.75,
+        Some(0.5),
+    ),
     ("stdio, JSON/base64", Transport::Stdio, 0.5, None),
 ];
+
+/// The window of the windowed stream (SPEC section 13); it acks each quarter.
+const STREAM_WINDOW: u64 = 4 << 20;
+
+/// The process that stalls beside the windowed stream: its window is never acked.
+const STALLED: &str = "stalled";
 
 /// The raw pipe and each transport in turn, `stream_reps` rounds, so that load from
 /// elsewhere on the machine falls on the baseline and the figures alike; medians.
@@ -81,9 +93,19 @@ fn stream_rows(bin: &Path, sizes: Sizes, rt: &tokio::runtime::Runtime) -> Result
                 Transport::Stdio => Server::stdio(bin, "stream-stdio", &[]).await,
                 Transport::WsJson => Server::ws(bin, "stream-ws-json", &[]).await,
                 Transport::WsBinary => Server::ws(bin, "stream-ws-binary", &[]).await,
+                Transport::WsBinaryWindow => Server::ws(bin, "stream-ws-window", &[]).await,
             }
         })?;
-        let client = rt.block_on(server.client(transport == Transport::WsBinary))?;
+        let client = rt.block_on(async {
+            if transport != Transport::WsBinaryWindow {
+                return server.client(transport == Transport::WsBinary).await;
+            }
+            // Another process of the same connection whose consumer never acks: its
+            // window fills and it stalls, and must not slow the measured stream.
+            let mut client = server.windowed_client(STREAM_WINDOW).await?;
+            client.start(STALLED, &["yes"], false).await?;
+            Ok(client)
+        })?;
         streams.push((server, client));
     }
     let bytes = sizes.stream_bytes;
@@ -321,6 +343,7 @@ fn connection_rows(bin: &Path, sizes: Sizes) -> Result<Vec<Row>> {
 enum Transport {
     WsJson,
     WsBinary,
+    WsBinaryWindow,
     Stdio,
 }
 
@@ -337,8 +360,20 @@ async fn stream(client: &mut Client, name: &str, bytes: u64) -> Result<(Duration
         )
         .await?;
     let mut run = Run::new(name);
+    let mut unacked = 0;
     while !run.closed {
         let incoming = within("output", client.recv()).await??;
+        if incoming.process_id() == Some(STALLED) {
+            continue;
+        }
+        if let (Some(window), Incoming::Output { seq, len, .. }) = (client.window, &incoming) {
+            unacked += *len as u64;
+            if unacked >= window / 4 {
+                let seq = *seq;
+                client.ack(name, seq).await?;
+                unacked = 0;
+            }
+        }
         run.take(incoming, Some(id))?;
     }
     let elapsed = start.elapsed();

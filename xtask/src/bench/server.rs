@@ -106,6 +106,14 @@ impl Server {
         }
     }
 
+    /// A new WebSocket client asking for binary output and an output window per process.
+    pub async fn windowed_client(&self, window: u64) -> Result<Client> {
+        match &self.url {
+            Some(url) => Client::ws_with(url, true, Some(window)).await,
+            None => bail!("output windows are measured over WebSocket"),
+        }
+    }
+
     /// CPU time the server has used so far (user + system, every thread).
     pub fn cpu(&self) -> Result<Duration> {
         cpu_time(self.pid)
