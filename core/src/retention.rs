@@ -250,6 +250,9 @@ impl Retained {
         let stamp = self.pool.inner.stamps.fetch_add(1, Ordering::Relaxed);
         self.weight = self.weight.saturating_add(w);
         self.pool.inner.total.fetch_add(w, Ordering::AcqRel);
+        exec_server_metrics::metrics()
+            .retained_bytes
+            .inc_by(chunk.chunk.len() as i64);
         self.chunks.push_back(Kept { stamp, chunk });
         while self.weight > self.limit && !self.chunks.is_empty() {
             self.evict_oldest();
@@ -274,6 +277,9 @@ impl Retained {
         let w = weight(&old.chunk);
         self.weight = self.weight.saturating_sub(w);
         self.pool.inner.total.fetch_sub(w, Ordering::AcqRel);
+        let metrics = exec_server_metrics::metrics();
+        metrics.retained_bytes.dec_by(old.chunk.chunk.len() as i64);
+        metrics.evicted_bytes.inc_by(old.chunk.chunk.len() as u64);
         self.evicted_bytes += old.chunk.chunk.len() as u64;
         self.evicted_through = old.chunk.seq;
     }
@@ -283,6 +289,13 @@ impl Retained {
             .inner
             .total
             .fetch_sub(self.weight, Ordering::AcqRel);
+        // The metric counts output bytes alone, without the bookkeeping in `weight`.
+        let raw = self
+            .weight
+            .saturating_sub(self.chunks.len().saturating_mul(EVENT_OVERHEAD));
+        exec_server_metrics::metrics()
+            .retained_bytes
+            .dec_by(raw as i64);
         self.weight = 0;
         self.chunks = VecDeque::new();
     }

@@ -174,7 +174,11 @@ impl StartReservation {
         )
         .await
         .ok_or_else(|| Error::Internal("the spawn failed".into()))?;
-        let spawned = spawned?;
+        let spawned = spawned.inspect_err(|e| {
+            if let Error::SpawnFailed { step, .. } = e {
+                exec_server_metrics::metrics().spawn_failed(step.name());
+            }
+        })?;
         let pid = spawned.pid;
         let gate = tokio::sync::watch::Sender::new(());
         let shared = &self.shared;

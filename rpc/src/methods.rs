@@ -408,6 +408,16 @@ impl Server {
         self.registry.len()
     }
 
+    /// The number of live sessions attached to a connection, and of detached ones.
+    pub fn session_states(&self) -> (usize, usize) {
+        self.registry.states()
+    }
+
+    /// Whether the server has begun shutting down (it then refuses new sessions).
+    pub fn is_shutting_down(&self) -> bool {
+        self.registry.is_shutting_down()
+    }
+
     /// Opens a connection: the transport feeds it inbound messages and writes out what
     /// its [`Outbound`] queue yields. `binary_frames`: the transport can send binary
     /// frames besides text (WebSocket), so a client that asks for binary output

@@ -127,6 +127,13 @@ impl OutTx {
     /// Takes room for a message of `len` bytes from the byte budget, waiting for it.
     pub(crate) async fn reserve(&self, len: usize) -> Result<OwnedSemaphorePermit, Closed> {
         let n = self.permits(len);
+        match self.bytes.clone().try_acquire_many_owned(n) {
+            Ok(permit) => return Ok(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                exec_server_metrics::metrics().backpressure_waits.inc();
+            }
+        }
         tokio::select! {
             permit = self.bytes.clone().acquire_many_owned(n) => permit.map_err(|_| Closed),
             () = self.abandon.cancelled() => Err(Closed),
@@ -161,6 +168,14 @@ impl OutTx {
         let queued = Queued {
             payload: message,
             _bytes: bytes,
+        };
+        let queued = match self.tx.try_send(queued) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Closed),
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                exec_server_metrics::metrics().backpressure_waits.inc();
+                queued
+            }
         };
         tokio::select! {
             sent = self.tx.send(queued) => sent.map_err(|_| Closed),

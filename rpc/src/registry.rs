@@ -66,6 +66,7 @@ impl Registry {
             drop(inner);
             return Err(Error::Internal("the server is shutting down".into()));
         }
+        exec_server_metrics::metrics().sessions_created.inc();
         inner.sessions.insert(
             id.clone(),
             Entry {
@@ -90,15 +91,14 @@ impl Registry {
             Some(entry) if !entry.expired => entry,
             _ => return Err(Error::SessionNotFound(format!("no live session {id:?}"))),
         };
+        exec_server_metrics::metrics().sessions_resumed.inc();
         if let Some(old) = entry.owner.replace(Owner { conn_id, close })
             && old.conn_id != conn_id
         {
-            tracing::info!(
-                session = id,
-                old = old.conn_id,
-                new = conn_id,
-                "session taken over"
-            );
+            // Session ids are credentials of a kind (with the token, they resume a
+            // session): never logged at info.
+            tracing::info!(old = old.conn_id, new = conn_id, "session taken over");
+            tracing::debug!(session = id, "the session taken over");
             old.close.cancel();
         }
         entry.generation += 1;
@@ -132,10 +132,11 @@ impl Registry {
             entry.generation
         };
         tracing::info!(
-            session = id,
+            conn = conn_id,
             ttl_ms = self.ttl.as_millis() as u64,
             "session detached"
         );
+        tracing::debug!(session = id, "the session detached");
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
                 session = id,
@@ -158,10 +159,9 @@ impl Registry {
                 }
             };
             if let Some(session) = expired {
-                tracing::info!(
-                    session = id,
-                    "detached session expired; terminating its processes"
-                );
+                exec_server_metrics::metrics().sessions_expired.inc();
+                tracing::info!("detached session expired; terminating its processes");
+                tracing::debug!(session = id, "the session expired");
                 // Kept in the registry until every child is reaped, so a server shutdown
                 // meanwhile still waits for them.
                 session.shutdown().await;
@@ -201,5 +201,22 @@ impl Registry {
     /// The number of live sessions.
     pub(crate) fn len(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    /// Whether [`Registry::shutdown`] has begun.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
+    }
+
+    /// The number of live sessions attached to a connection, and of those detached
+    /// (awaiting a resume or their expiry).
+    pub(crate) fn states(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let attached = inner
+            .sessions
+            .values()
+            .filter(|e| e.owner.is_some())
+            .count();
+        (attached, inner.sessions.len() - attached)
     }
 }

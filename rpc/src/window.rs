@@ -132,6 +132,7 @@ impl Windows {
         let seq = event.seq();
         let last = matches!(event, Event::Closed(_));
         let mut mine: Option<(u64, Arc<Notify>)> = None;
+        let mut stalled = false;
         loop {
             let opened = {
                 let mut guard = self.lock();
@@ -177,6 +178,10 @@ impl Windows {
                 }
                 window.opened.clone()
             };
+            if !stalled {
+                stalled = true;
+                exec_server_metrics::metrics().window_stalls.inc();
+            }
             // A wake-up between the unlock and this wait is kept as a permit: none is lost.
             opened.notified().await;
         }

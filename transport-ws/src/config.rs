@@ -1,9 +1,10 @@
 //! Settings of the WebSocket server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Auth;
+use crate::{Auth, Tls};
 
 /// Settings of the WebSocket server (the dispatch's own limits live in `RpcConfig`).
 #[derive(Debug, Clone)]
@@ -23,6 +24,13 @@ pub struct WsConfig {
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is dropped.
     pub idle_timeout: Duration,
+    /// TLS (`wss://`): every accepted connection is wrapped before HTTP sees it.
+    pub tls: Option<Arc<Tls>>,
+    /// Serve `/metrics` without the token.
+    pub metrics_public: bool,
+    /// The host to print in the URL instead of the bound IP address (the name a TLS
+    /// certificate is issued for).
+    pub url_host: Option<String>,
 }
 
 impl WsConfig {
@@ -36,6 +44,9 @@ impl WsConfig {
             max_pending_connections: 64,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            tls: None,
+            metrics_public: false,
+            url_host: None,
         }
     }
 }

@@ -108,6 +108,9 @@ pub(crate) async fn run(
     // A WebSocket carries binary frames: binary output can be granted (SPEC section 11).
     let (connection, outbound) = shared.rpc.connect(true);
     let conn_id = connection.id();
+    let m = exec_server_metrics::metrics();
+    m.connections_opened.inc();
+    m.connections.inc();
     tracing::info!(conn = conn_id, "WebSocket connection opened");
     let done = CancellationToken::new();
     // Cancelled to have the writer write out everything queued, then close.
@@ -207,6 +210,7 @@ pub(crate) async fn run(
     let _ = writer.await;
     // Dropping the connection detaches its session (it expires after the TTL).
     drop(connection);
+    m.connections.dec();
 }
 
 /// Why a connection ends when its client closed the session (`session/close`).

@@ -29,4 +29,10 @@ pub enum Error {
     /// Reading the bound address failed.
     #[error("cannot read the listening address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    /// An inherited listening socket (socket activation) cannot be used.
+    #[error("cannot use the inherited listening socket: {0}")]
+    Inherited(#[source] std::io::Error),
+    /// The TLS certificate, key or client CAs cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }

@@ -1,4 +1,4 @@
-//! The HTTP side of the server: `/healthz`, Origin (403), token (401) and connection-limit (503) checks, then the WebSocket upgrade.
+//! The HTTP side of the server: `/healthz`, `/livez`, `/readyz`, `/metrics`, Origin (403), token (401) and connection-limit (503) checks, then the WebSocket upgrade.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,10 +32,54 @@ pub(crate) async fn route(
     Ok(route_inner(&shared, request))
 }
 
+/// `/readyz`: whether a new connection would get a session now.
+fn readiness(shared: &Shared) -> Response<Body> {
+    if shared.stop.is_cancelled() || shared.rpc.is_shutting_down() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        );
+    }
+    if shared.connections.available_permits() == 0 {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: at the connection limit (--max-connections)\n",
+        );
+    }
+    text(StatusCode::OK, "ready\n")
+}
+
+/// `/metrics` in the Prometheus text format.
+fn metrics(shared: &Shared) -> Response<Body> {
+    let m = exec_server_metrics::metrics();
+    let (attached, detached) = shared.rpc.session_states();
+    m.set_sessions(attached, detached);
+    let mut response = Response::new(Full::new(Bytes::from(m.encode())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static(exec_server_metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+fn unauthorized() -> Response<Body> {
+    exec_server_metrics::metrics().refused("auth");
+    let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong token\n");
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    response
+}
+
 fn route_inner(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
-    if path == "/healthz" && request.method() == Method::GET {
-        return text(StatusCode::OK, "ok");
+    let get = request.method() == Method::GET;
+    // Unauthenticated: they reveal only that the server is up and whether it takes
+    // sessions.
+    match path {
+        "/healthz" | "/livez" if get => return text(StatusCode::OK, "ok"),
+        "/readyz" if get => return readiness(shared),
+        _ => {}
     }
     if let Some(origin) = request.headers().get(ORIGIN) {
         let allowed = origin.to_str().is_ok_and(|o| {
@@ -47,6 +91,7 @@ fn route_inner(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Bod
                 .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
         });
         if !allowed {
+            exec_server_metrics::metrics().refused("origin");
             tracing::info!(origin = ?origin, "refused a foreign Origin");
             return text(
                 StatusCode::FORBIDDEN,
@@ -54,16 +99,18 @@ fn route_inner(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Bod
             );
         }
     }
-    if !shared
+    let authorized = shared
         .config
         .auth
-        .allows(request.headers(), request.uri().query())
-    {
-        let mut response = text(StatusCode::UNAUTHORIZED, "missing or wrong token\n");
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-        return response;
+        .allows(request.headers(), request.uri().query());
+    if path == "/metrics" && get {
+        if !authorized && !shared.config.metrics_public {
+            return unauthorized();
+        }
+        return metrics(shared);
+    }
+    if !authorized {
+        return unauthorized();
     }
     if path != "/" {
         return text(StatusCode::NOT_FOUND, "not found\n");
@@ -77,6 +124,7 @@ fn route_inner(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Bod
     let permit: OwnedSemaphorePermit = match shared.connections.clone().try_acquire_owned() {
         Ok(permit) => permit,
         Err(_) => {
+            exec_server_metrics::metrics().refused("limit");
             tracing::warn!(
                 max = shared.config.max_connections,
                 "refused a connection: too many connections"

@@ -1,7 +1,9 @@
-//! The WebSocket transport: token auth, Origin checks, /healthz, limits and session resume, over the shared dispatch.
+//! The WebSocket transport: TLS, token auth, Origin checks, health and metrics endpoints, limits and session resume, over the shared dispatch.
 //!
-//! The HTTP layer (hyper) answers `/healthz`, refuses a foreign `Origin` (403) and a
-//! missing or wrong token (401) before any upgrade; each upgraded connection is framed
+//! An accepted connection is wrapped in TLS first when the server has it (`wss://`).
+//! The HTTP layer (hyper) answers `/healthz`, `/livez`, `/readyz` and `/metrics`,
+//! refuses a foreign `Origin` (403) and a missing or wrong token (401) before any
+//! upgrade; each upgraded connection is framed
 //! by soketto (the WebSocket codec jsonrpsee's server uses) and driven by a loop of
 //! ours that feeds [`exec_server_rpc::Connection`] in receipt order.
 
@@ -12,8 +14,10 @@ mod error;
 mod frames;
 mod http;
 mod server;
+mod tls;
 
 pub use auth::Auth;
 pub use config::WsConfig;
 pub use error::Error;
 pub use server::WsServer;
+pub use tls::{Tls, TlsFiles};

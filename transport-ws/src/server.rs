@@ -1,4 +1,4 @@
-//! The listening side: bind (refusing an unauthenticated non-loopback bind), accept, serve HTTP with upgrades, and shut down.
+//! The listening side: bind or take an inherited socket (refusing an unauthenticated non-loopback address), accept, wrap in TLS, serve HTTP with upgrades, and shut down.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,14 +9,15 @@ use exec_server_rpc::Server;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Auth, Error, WsConfig};
 
-/// A client must send its request headers within this time, and a connection must be
-/// upgraded within it.
+/// A client must finish its TLS handshake and send its request headers within this
+/// time, and a connection must be upgraded within it.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// State shared by the accept loop and every connection.
@@ -48,21 +49,33 @@ impl WsServer {
     /// Binds the listening socket. Refuses `Auth::Disabled` unless the address is loopback,
     /// and an empty token.
     pub async fn bind(config: WsConfig, rpc: Arc<Server>) -> Result<WsServer, Error> {
-        match &config.auth {
-            Auth::Disabled if !config.listen.ip().is_loopback() => {
-                return Err(Error::InsecureBind {
-                    addr: config.listen,
-                });
-            }
-            Auth::Token(token) if token.is_empty() => return Err(Error::EmptyToken),
-            _ => {}
-        }
+        check_auth(&config.auth, config.listen)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Bind {
                 addr: config.listen,
                 source,
             })?;
+        Self::on(listener, config, rpc)
+    }
+
+    /// Serves on a listening socket the server inherited (socket activation: systemd
+    /// passes it as `LISTEN_FDS`); `config.listen` is not used. Refuses `Auth::Disabled`
+    /// unless the socket's address is loopback, and an empty token. Must run inside the
+    /// tokio runtime.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: WsConfig,
+        rpc: Arc<Server>,
+    ) -> Result<WsServer, Error> {
+        let addr = listener.local_addr().map_err(Error::Inherited)?;
+        check_auth(&config.auth, addr)?;
+        listener.set_nonblocking(true).map_err(Error::Inherited)?;
+        let listener = TcpListener::from_std(listener).map_err(Error::Inherited)?;
+        Self::on(listener, config, rpc)
+    }
+
+    fn on(listener: TcpListener, config: WsConfig, rpc: Arc<Server>) -> Result<WsServer, Error> {
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
         let shared = Arc::new(Shared {
             rpc,
@@ -82,13 +95,16 @@ impl WsServer {
         self.local_addr
     }
 
-    /// The URL a client can use as-is, including `?token=` when authentication is on.
+    /// The URL a client can use as-is (`wss://` with TLS), including `?token=` when
+    /// authentication is on.
     pub fn url(&self) -> String {
-        format!(
-            "ws://{}/{}",
-            self.local_addr,
-            self.shared.config.auth.url_query()
-        )
+        let config = &self.shared.config;
+        let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+        let authority = match &config.url_host {
+            Some(host) => format!("{host}:{}", self.local_addr.port()),
+            None => self.local_addr.to_string(),
+        };
+        format!("{scheme}://{authority}/{}", config.auth.url_query())
     }
 
     /// Accepts connections until `shutdown` resolves; then closes every connection and
@@ -116,6 +132,7 @@ impl WsServer {
             // Until it is upgraded (or answered), a connection holds a pending slot: a
             // flood of connections that never send a request cannot grow the server.
             let Ok(slot) = pending.clone().try_acquire_owned() else {
+                exec_server_metrics::metrics().refused("pending");
                 tracing::warn!(
                     %peer,
                     max = shared.config.max_pending_connections,
@@ -127,21 +144,22 @@ impl WsServer {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             tokio::spawn(async move {
-                let service = {
-                    let shared = shared.clone();
-                    service_fn(move |request| crate::http::route(shared.clone(), request))
-                };
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::select! {
-                    served = connection => {
-                        if let Err(e) = served {
-                            tracing::debug!(%peer, "HTTP connection error: {e}");
-                        }
+                // TLS wraps the stream before HTTP sees it; the acceptor is the one
+                // current now, so a reload changes only later connections.
+                let connection = async {
+                    match &shared.config.tls {
+                        None => serve_http(shared.clone(), stream, peer).await,
+                        Some(tls) => match tls.acceptor().accept(stream).await {
+                            Ok(stream) => serve_http(shared.clone(), stream, peer).await,
+                            Err(e) => {
+                                exec_server_metrics::metrics().refused("tls");
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            }
+                        },
                     }
+                };
+                tokio::select! {
+                    () = connection => {}
                     // Kept alive between requests, a connection could hold its slot
                     // without a header timeout: every connection gets this long in all
                     // to be upgraded.
@@ -157,5 +175,32 @@ impl WsServer {
         drop(listener);
         shared.stop.cancel();
         shared.rpc.shutdown().await;
+    }
+}
+
+/// Refuses `Auth::Disabled` on an address that is not loopback, and an empty token.
+fn check_auth(auth: &Auth, addr: SocketAddr) -> Result<(), Error> {
+    match auth {
+        Auth::Disabled if !addr.ip().is_loopback() => Err(Error::InsecureBind { addr }),
+        Auth::Token(token) if token.is_empty() => Err(Error::EmptyToken),
+        _ => Ok(()),
+    }
+}
+
+/// Serves HTTP (with upgrades) on one accepted stream, plain or TLS, until it is upgraded
+/// or done.
+async fn serve_http<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| crate::http::route(shared.clone(), request));
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(%peer, "HTTP connection error: {e}");
     }
 }

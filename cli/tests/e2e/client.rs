@@ -97,7 +97,7 @@ impl ServerProc {
 
     /// Spawns `command` (from [`serve_command`]); a ws server's URL line is read, and
     /// whatever else appears on its stdout until it closes is kept (there must be nothing).
-    async fn launch(kind: Kind, mut command: Command) -> anyhow::Result<ServerProc> {
+    pub async fn launch(kind: Kind, mut command: Command) -> anyhow::Result<ServerProc> {
         let mut child = command.spawn().context("spawn exec-server")?;
         let stdout = child.stdout.take().context("stdout")?;
         if kind == Kind::Stdio {

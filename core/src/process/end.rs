@@ -26,6 +26,7 @@ pub(crate) const ABANDON_AFTER: Duration = Duration::from_secs(2);
 /// Wait for the leader's exit, record it, then reap it once its group is empty.
 pub(super) async fn watch_exit(proc: Arc<Process>, pidfd: PidFd, gate: watch::Receiver<()>) {
     let status = wait_for_exit(&proc, &pidfd).await;
+    exec_server_metrics::metrics().processes_running.dec();
     // Whether the deadline ended the leader: decided now, so a deadline that passes later
     // (members of the group still holding the output) marks `closed`, not this exit.
     let timed_out = {

@@ -16,6 +16,7 @@ pub(crate) use stdin::WriteAnswer;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, Weak};
 
+use exec_server_metrics::metrics;
 use exec_server_protocol::{ProcessInfo, ProcessReadResult};
 use portable_pty::MasterPty;
 use tokio::io::unix::AsyncFd;
@@ -123,6 +124,8 @@ impl Process {
             pty,
         } = spawned;
         let tty = pty.is_some();
+        metrics().processes_started.inc();
+        metrics().processes_running.inc();
         let stdin = stdin.map(|fd| Stdin::new(fd, lp.max_pending_stdin, tty));
         let proc = Arc::new(Process {
             id: lp.id,

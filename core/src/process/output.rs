@@ -148,8 +148,19 @@ fn outcome(result: std::io::Result<Option<Arc<[u8]>>>, stream: Stream) -> ReadOu
     }
 }
 
+/// The metrics label of a stream.
+fn stream_label(stream: Stream) -> exec_server_metrics::StreamLabel {
+    use exec_server_metrics::StreamLabel;
+    match stream {
+        Stream::Stdout => StreamLabel::stdout,
+        Stream::Stderr => StreamLabel::stderr,
+        Stream::Pty => StreamLabel::pty,
+    }
+}
+
 impl Process {
     async fn emit_output(self: &Arc<Self>, em: &mut Emitter, stream: Stream, bytes: Arc<[u8]>) {
+        exec_server_metrics::metrics().output(stream_label(stream), bytes.len());
         let chunk = Base64Bytes::from_shared(bytes);
         em.sink.refresh();
         let (seq, unlisted) = {

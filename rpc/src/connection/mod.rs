@@ -8,6 +8,7 @@ mod outbound;
 mod shared;
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use exec_server_core::lock;
 use exec_server_protocol::{
@@ -116,10 +117,12 @@ impl Connection {
         let Ok(permit) = shared.in_flight.clone().acquire_owned().await else {
             return;
         };
+        let read_at = Instant::now();
         let (id, method, params) = match classify(message) {
             Inbound::Invalid(id, error) => {
                 tracing::debug!(conn = shared.id, %error, "invalid message");
                 self.send(error_json(id, &error)).await;
+                record("invalid", Some(error.code().code()), read_at);
                 return;
             }
             Inbound::Notification { method, params } => {
@@ -131,12 +134,14 @@ impl Connection {
         let Some((name, callback)) = shared.server.methods().method_with_name(&method) else {
             let error = Error::MethodNotFound(format!("`{}`", clip(&method)));
             self.send(error_json(id, &error)).await;
+            record("other", Some(error.code().code()), read_at);
             return;
         };
         let mut extensions = match shared.gate(name) {
             Ok(extensions) => extensions,
             Err(error) => {
                 self.send(error_json(id, &error)).await;
+                record(name, Some(error.code().code()), read_at);
                 return;
             }
         };
@@ -146,7 +151,9 @@ impl Connection {
             MethodCallback::Sync(callback) => {
                 self.settle_target(name, raw, &extensions).await;
                 let response = callback(id.clone(), Params::new(raw), max, extensions);
+                let code = response.as_error_code();
                 send_response(&shared.tx, id, response, max, None).await;
+                record(name, code, read_at);
                 if name == Initialize::NAME {
                     shared.attach_pending();
                 }
@@ -159,6 +166,7 @@ impl Connection {
                     Ok(prepared) => prepared,
                     Err(error) => {
                         self.send(error_json(id, &error)).await;
+                        record(name, Some(error.code().code()), read_at);
                         return;
                     }
                 };
@@ -204,7 +212,9 @@ impl Connection {
                         call.await
                     };
                     let room = room.and_then(|r| lock(&r).take());
+                    let code = response.as_error_code();
                     send_response(&tx, id, response, max, room).await;
+                    record(name, code, read_at);
                     drop(permit);
                 });
             }
@@ -367,4 +377,10 @@ impl Drop for Connection {
                 .detach(&session_id, self.shared.id);
         }
     }
+}
+
+/// Counts an answered request in the metrics (`method` is a protocol name, never the
+/// client's text).
+fn record(method: &'static str, error: Option<i32>, read_at: Instant) {
+    exec_server_metrics::metrics().request(method, error, read_at.elapsed());
 }

@@ -163,9 +163,9 @@ impl ConnectionShared {
                 }
             }
         };
+        tracing::debug!(conn = self.id, session = attached.session_id, "the session");
         tracing::info!(
             conn = self.id,
-            session = attached.session_id,
             client = params.client_name,
             version = params.client_version.as_deref().unwrap_or(""),
             resumed = params.resume_session_id.is_some(),
